@@ -1,0 +1,1 @@
+"""What stage pods and local mode run: ingest, transform, check, publish on one DuckDB file."""

@@ -1,0 +1,112 @@
+"""The `duckherd` command line: operator, CRD, stage jobs and local runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from duckherd import __version__
+
+app = typer.Typer(
+    name="duckherd",
+    help="DuckDB data pipelines as Kubernetes resources.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"duckherd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """DuckDB data pipelines as Kubernetes resources."""
+
+
+@app.command()
+def crd() -> None:
+    """Print the DataPipeline CustomResourceDefinition generated from the API models."""
+    from duckherd.crd import render_crd_yaml
+
+    typer.echo(render_crd_yaml(), nl=False)
+
+
+@app.command("operator")
+def run_operator(
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option("--namespace", "-n", help="Watch only these namespaces (default: all)."),
+    ] = None,
+    liveness: Annotated[
+        str, typer.Option(help="Liveness endpoint served by Kopf.")
+    ] = "http://0.0.0.0:8080/healthz",
+    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port (0 disables).")] = 9090,
+) -> None:
+    """Run the Kopf operator."""
+    from duckherd_operator.main import run
+
+    run(namespaces=namespace or [], liveness=liveness, metrics_port=metrics_port)
+
+
+@app.command()
+def job(
+    stage: Annotated[str, typer.Argument(help="ingest | transform | check | publish")],
+    spec: Annotated[
+        Path, typer.Option(envvar="DUCKHERD_SPEC", help="Pipeline manifest or spec file.")
+    ] = Path("/etc/duckherd/pipeline.yaml"),
+    warehouse: Annotated[
+        Path, typer.Option(envvar="DUCKHERD_WAREHOUSE", help="DuckDB warehouse file.")
+    ] = Path("/warehouse/warehouse.duckdb"),
+    termination_log: Annotated[
+        Path, typer.Option(envvar="DUCKHERD_TERMINATION_LOG", help="Where the summary goes.")
+    ] = Path("/dev/termination-log"),
+    run_id: Annotated[
+        str | None, typer.Option(envvar="DUCKHERD_RUN_ID", help="Run id shared by a run's stages.")
+    ] = None,
+) -> None:
+    """Run one pipeline stage (what a stage pod runs)."""
+    from duckherd_jobs.runner import run_stage_cli
+
+    raise typer.Exit(
+        run_stage_cli(
+            stage, spec_path=spec, warehouse=warehouse, termination_log=termination_log, run_id=run_id
+        )
+    )
+
+
+@app.command()
+def run(
+    manifest: Annotated[Path, typer.Argument(help="DataPipeline manifest (pipeline.yaml).")],
+    warehouse: Annotated[
+        Path | None, typer.Option(help="DuckDB file (default: .warehouse/<name>.duckdb).")
+    ] = None,
+    stages: Annotated[
+        str | None, typer.Option(help="Comma-separated stages to run (default: all configured).")
+    ] = None,
+) -> None:
+    """Run a pipeline manifest locally, without a cluster."""
+    from duckherd_jobs.local import run_local
+
+    raise typer.Exit(run_local(manifest, warehouse=warehouse, stages=stages))
+
+
+@app.command("demo-source")
+def demo_source(
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8765,
+    customers: Annotated[int, typer.Option(help="Number of customers served.")] = 10_000,
+) -> None:
+    """Serve the deterministic, paginated demo customers API."""
+    from duckherd_jobs.demo_source import serve
+
+    serve(host=host, port=port, customers=customers)

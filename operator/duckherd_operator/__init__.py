@@ -1,0 +1,1 @@
+"""The Kopf operator: reconciles DataPipeline children and reports stage results as status."""
