@@ -1,0 +1,128 @@
+"""Run one stage: load the manifest, call the stage, record and report its summary.
+
+Every stage function has the signature `run(ctx: StageContext) -> StageSummary` and raises
+on failure; this module turns exceptions into a failed summary, writes the compact summary to
+the termination log (the operator's input), prints it as the last log line, and keeps the full
+record in `_duckherd.runs`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import cast
+
+import yaml
+from pydantic import ValidationError
+
+from duckherd.api import STAGES, DataPipeline, Stage
+from duckherd.summary import StageSummary, encode
+from duckherd_jobs.context import StageContext, new_run_id, rfc3339, utc_now
+from duckherd_jobs.warehouse import connect, record_run
+
+log = logging.getLogger("duckherd.jobs")
+
+StageFunction = Callable[[StageContext], StageSummary]
+
+# Imported lazily: the check stage pulls in Great Expectations (seconds of import time) and
+# the transform stage dbt; an ingest pod should pay for neither.
+_STAGE_FUNCTIONS: dict[str, str] = {
+    "ingest": "duckherd_jobs.ingest:run_ingest",
+    "transform": "duckherd_jobs.transform:run_transform",
+    "check": "duckherd_jobs.check:run_check",
+    "publish": "duckherd_jobs.publish:run_publish",
+}
+
+
+class ManifestError(ValueError):
+    """The manifest cannot be read or does not validate."""
+
+
+def load_manifest(path: Path) -> DataPipeline:
+    """Read a DataPipeline manifest; errors name the file and the field."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ManifestError(f"{path}: cannot read manifest: {error}") from error
+    try:
+        return DataPipeline.model_validate(data)
+    except ValidationError as error:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise ManifestError(f"{path}: invalid DataPipeline: {details}") from error
+
+
+def stage_function(stage: str) -> StageFunction:
+    if stage not in _STAGE_FUNCTIONS:
+        raise ManifestError(f"unknown stage {stage!r}: use one of {', '.join(STAGES)}")
+    module_name, _, attribute = _STAGE_FUNCTIONS[stage].partition(":")
+    return cast(StageFunction, getattr(importlib.import_module(module_name), attribute))
+
+
+def run_stage(stage: Stage, ctx: StageContext) -> StageSummary:
+    """Run a stage to a summary; never raises for a stage failure."""
+    started = utc_now()
+    clock = time.monotonic()
+    try:
+        summary = stage_function(stage)(ctx)
+    except Exception as error:  # every failure becomes a failed summary, named by its cause
+        log.exception("stage %s failed", stage)
+        summary = StageSummary(stage=stage, ok=False, error=f"{type(error).__name__}: {error}")
+    summary.stage = stage
+    summary.runId = ctx.run_id
+    summary.startedAt = summary.startedAt or rfc3339(started)
+    summary.finishedAt = rfc3339(utc_now())
+    summary.durationSeconds = round(time.monotonic() - clock, 3)
+    try:
+        with connect(ctx.warehouse, timeout_seconds=ctx.lock_timeout_seconds) as connection:
+            record_run(connection, summary)
+    except Exception as error:  # the run log is secondary: report, do not mask the result
+        log.warning("could not record the run in _duckherd.runs: %s", error)
+    return summary
+
+
+def write_termination_log(summary: StageSummary, path: Path) -> None:
+    data = encode(summary)
+    try:
+        path.write_bytes(data)
+    except OSError as error:
+        log.warning("could not write termination log %s: %s", path, error)
+    # With FallbackToLogsOnError the last log line is the summary too.
+    sys.stdout.write(data.decode() + "\n")
+    sys.stdout.flush()
+
+
+def run_stage_cli(
+    stage: str,
+    *,
+    spec_path: Path,
+    warehouse: Path,
+    termination_log: Path,
+    run_id: str | None,
+) -> int:
+    """`duckherd job <stage>`: exit 0 on success, 1 on failure (summary written either way)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if stage not in STAGES:
+        sys.stderr.write(f"unknown stage {stage!r}: use one of {', '.join(STAGES)}\n")
+        return 2
+    typed_stage = cast(Stage, stage)
+    try:
+        pipeline = load_manifest(spec_path)
+    except ManifestError as error:
+        summary = StageSummary(stage=typed_stage, ok=False, runId=run_id, error=str(error))
+        write_termination_log(summary, termination_log)
+        return 1
+    ctx = StageContext(
+        pipeline=pipeline,
+        warehouse=warehouse,
+        run_id=run_id or new_run_id(),
+        manifest_dir=spec_path.parent,
+    )
+    summary = run_stage(typed_stage, ctx)
+    write_termination_log(summary, termination_log)
+    return 0 if summary.ok else 1

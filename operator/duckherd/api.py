@@ -1,0 +1,915 @@
+"""The DataPipeline API (duckherd.io/v1alpha1): the single source of truth.
+
+The CRD schema in `crds/` is generated from these models (`make crds`); the operator and the
+stage jobs parse manifests with them. Field names are the camelCase names users write; every
+field carries a description because `kubectl explain` shows it. Rules that span fields live
+twice on purpose: as CEL (`x-kubernetes-validations`, enforced at admission) and as pydantic
+validators (enforced in local mode and in the jobs, which never see the API server).
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+GROUP = "duckherd.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "DataPipeline"
+PLURAL = "datapipelines"
+SINGULAR = "datapipeline"
+SHORT_NAMES = ["dp"]
+CATEGORIES = ["duckherd"]
+
+STAGES: tuple[str, ...] = ("ingest", "transform", "check", "publish")
+Stage = Literal["ingest", "transform", "check", "publish"]
+
+IDENTIFIER_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
+COLUMN_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One `x-kubernetes-validations` entry."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse a Go-style duration (`90s`, `24h`, `1h30m`); the same syntax CEL's duration() uses."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"invalid duration {text!r}: use Go syntax such as 30m, 24h or 1h30m")
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    seconds = sum(
+        float(number) * units[unit] for number, unit in re.findall(r"([0-9.]+)(ms|s|m|h)", text)
+    )
+    return timedelta(seconds=seconds)
+
+
+class ApiModel(BaseModel):
+    """Base: camelCase field names as written in manifests, unknown fields rejected."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=False)
+
+
+def _exactly_one(model: BaseModel, names: tuple[str, ...], where: str) -> None:
+    present = [name for name in names if getattr(model, name) is not None]
+    if len(present) != 1:
+        raise ValueError(f"{where}: set exactly one of {', '.join(names)} (found {len(present)})")
+
+
+# --------------------------------------------------------------------------- references
+
+
+class SecretKeyRef(ApiModel):
+    """A key of a Secret in the pipeline's namespace. Values reach pods only as env vars."""
+
+    name: str = Field(
+        description="Name of the Secret in the pipeline's namespace.",
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        max_length=253,
+    )
+    key: str = Field(
+        description="Key within the Secret.",
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        max_length=253,
+    )
+
+    @property
+    def env_name(self) -> str:
+        """The env var a stage pod receives this key in (the operator maps it from the Secret)."""
+        return "DUCKHERD_SECRET_" + re.sub(r"[^A-Z0-9]", "_", f"{self.name}_{self.key}".upper())
+
+    def resolve(self, env: Mapping[str, str]) -> str:
+        """The secret value from the environment; the error names the reference, not the value."""
+        try:
+            return env[self.env_name]
+        except KeyError:
+            raise SecretNotFound(
+                f"secret {self.name}/{self.key} is not available: expected env var "
+                f"{self.env_name} (in a cluster the operator maps it from the Secret)"
+            ) from None
+
+
+class SecretNotFound(LookupError):
+    """A referenced secret value is not in the environment."""
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class Pagination(ApiModel):
+    """How an HTTP source walks through pages."""
+
+    type: Literal["none", "page", "offset", "cursor", "link"] = Field(
+        default="none",
+        description=(
+            "none: one request. page: page number parameter. offset: offset/limit parameters. "
+            "cursor: a cursor from the response is sent with the next request. link: follow the "
+            "RFC 8288 `Link: <...>; rel=next` response header."
+        ),
+    )
+    pageSize: int = Field(default=100, ge=1, le=100_000, description="Records requested per page.")
+    pageParam: str = Field(
+        default="page", max_length=63, description="Query parameter carrying the page number."
+    )
+    startPage: int = Field(default=1, ge=0, description="Number of the first page (page mode).")
+    sizeParam: str | None = Field(
+        default="page_size",
+        max_length=63,
+        description="Query parameter carrying the page size (page and offset modes); null to omit.",
+    )
+    offsetParam: str = Field(
+        default="offset", max_length=63, description="Query parameter carrying the offset."
+    )
+    cursorParam: str = Field(
+        default="cursor", max_length=63, description="Query parameter carrying the cursor."
+    )
+    cursorPath: str = Field(
+        default="next_cursor",
+        max_length=253,
+        description="Dotted path of the next cursor in the response body (cursor mode).",
+    )
+    totalPath: str | None = Field(
+        default=None,
+        max_length=253,
+        description=(
+            "Dotted path of the total record count in the response body. When present, page "
+            "and offset modes fetch the remaining pages concurrently."
+        ),
+    )
+    maxPages: int | None = Field(
+        default=None, ge=1, description="Stop after this many pages (a safety bound)."
+    )
+
+
+class HttpAuth(ApiModel):
+    """Credentials for an HTTP source, always read from a Secret."""
+
+    type: Literal["bearer", "basic", "header", "query"] = Field(
+        description=(
+            "bearer: `Authorization: Bearer <secret>`. basic: `user:password` secret value. "
+            "header: the secret value in `headerName`. query: the secret in query `paramName`."
+        )
+    )
+    secretRef: SecretKeyRef = Field(description="The Secret key holding the credential.")
+    headerName: str | None = Field(
+        default=None, max_length=253, description="Header name for type `header`."
+    )
+    paramName: str | None = Field(
+        default=None, max_length=63, description="Query parameter name for type `query`."
+    )
+
+
+class HttpSource(ApiModel):
+    """A JSON REST API."""
+
+    url: str = Field(
+        description="Endpoint URL (http or https).", pattern=r"^https?://", max_length=2048
+    )
+    params: dict[str, str] = Field(
+        default_factory=dict, description="Query parameters sent with every request."
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra request headers (never credentials: use `auth`).",
+    )
+    recordsPath: str = Field(
+        default="",
+        max_length=253,
+        description="Dotted path of the record list in the response body; empty for the root.",
+    )
+    pagination: Pagination = Field(
+        default_factory=Pagination, description="How to walk through pages."
+    )
+    auth: HttpAuth | None = Field(default=None, description="Credentials from a Secret.")
+    incrementalParam: str | None = Field(
+        default=None,
+        max_length=63,
+        description=(
+            "Query parameter that receives the stored incremental cursor value (e.g. "
+            "`updated_since`), so the API returns only newer records."
+        ),
+    )
+    timeoutSeconds: float = Field(default=30.0, gt=0, le=3600, description="Per-request timeout.")
+    maxRetries: int = Field(
+        default=5, ge=0, le=20, description="Retries per request (backoff, honours Retry-After)."
+    )
+    concurrency: int = Field(
+        default=4, ge=1, le=64, description="Pages fetched at once where pagination allows."
+    )
+
+
+class PostgresConnection(ApiModel):
+    """Where a PostgreSQL server is; the password comes from a Secret."""
+
+    host: str = Field(description="Host name or IP address.", max_length=253)
+    port: int = Field(default=5432, ge=1, le=65535, description="TCP port.")
+    database: str = Field(description="Database name.", max_length=63)
+    user: str = Field(description="User name.", max_length=63)
+    passwordSecretRef: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding the password."
+    )
+    sslMode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = Field(
+        default="prefer", description="libpq sslmode."
+    )
+
+
+class PostgresSource(ApiModel):
+    """A PostgreSQL table or query, read with `COPY ... TO STDOUT`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.dsnSecretRef) != has(self.connection)",
+                    "set exactly one of dsnSecretRef or connection",
+                ),
+                cel(
+                    "has(self.table) != has(self.query)",
+                    "set exactly one of table or query",
+                ),
+            ]
+        }
+    )
+
+    dsnSecretRef: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding a libpq connection string (DSN)."
+    )
+    connection: PostgresConnection | None = Field(
+        default=None, description="Connection parameters (alternative to dsnSecretRef)."
+    )
+    table: str | None = Field(
+        default=None,
+        pattern=r"^([A-Za-z_][A-Za-z0-9_]{0,62}\.)?[A-Za-z_][A-Za-z0-9_]{0,62}$",
+        max_length=127,
+        description="Table to read, `schema.table` or `table`.",
+    )
+    query: str | None = Field(
+        default=None,
+        max_length=65536,
+        description="A SELECT to read instead of a table (wrapped as a subquery).",
+    )
+
+    @model_validator(mode="after")
+    def _one_connection_one_relation(self) -> PostgresSource:
+        _exactly_one(self, ("dsnSecretRef", "connection"), "postgres")
+        _exactly_one(self, ("table", "query"), "postgres")
+        return self
+
+
+class FileSource(ApiModel):
+    """CSV, Parquet or NDJSON from a path on a volume or a URL."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("has(self.path) != has(self.url)", "set exactly one of path or url")
+            ]
+        }
+    )
+
+    path: str | None = Field(
+        default=None, max_length=4096, description="Path (glob allowed) inside the pod."
+    )
+    url: str | None = Field(
+        default=None, pattern=r"^https?://", max_length=2048, description="HTTP(S) URL."
+    )
+    format: Literal["csv", "parquet", "ndjson", "json"] = Field(
+        description="File format (`json` is a JSON array of records)."
+    )
+    delimiter: str = Field(default=",", min_length=1, max_length=1, description="CSV delimiter.")
+    header: bool = Field(default=True, description="CSV: the first line holds column names.")
+
+    @model_validator(mode="after")
+    def _one_location(self) -> FileSource:
+        _exactly_one(self, ("path", "url"), "file")
+        return self
+
+
+class Incremental(ApiModel):
+    """Load only records newer than the last run's maximum of a cursor column."""
+
+    cursorField: str = Field(
+        pattern=COLUMN_PATTERN, description="Column whose maximum is remembered between runs."
+    )
+    initialValue: str | None = Field(
+        default=None, max_length=253, description="Cursor value used by the first run."
+    )
+
+
+class Source(ApiModel):
+    """One source; lands in `raw.<name>`. Set exactly one of http, postgres, file."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "[has(self.http), has(self.postgres), has(self.file)]"
+                    ".filter(x, x).size() == 1",
+                    "set exactly one of http, postgres, file",
+                ),
+                cel(
+                    "!has(self.writeDisposition) || self.writeDisposition != 'merge' || "
+                    "(has(self.primaryKey) && size(self.primaryKey) > 0)",
+                    "writeDisposition merge needs a primaryKey",
+                    ".primaryKey",
+                ),
+            ]
+        }
+    )
+
+    name: str = Field(
+        pattern=IDENTIFIER_PATTERN,
+        max_length=63,
+        description="Source name; also the table name in the `raw` schema.",
+    )
+    primaryKey: list[Annotated[str, Field(pattern=COLUMN_PATTERN, max_length=63)]] = Field(
+        default_factory=list, max_length=16, description="Primary key columns (merge key)."
+    )
+    writeDisposition: Literal["append", "replace", "merge"] = Field(
+        default="append",
+        description="append: add rows. replace: swap the table. merge: upsert by primaryKey.",
+    )
+    incremental: Incremental | None = Field(
+        default=None, description="Incremental loading by a cursor column."
+    )
+    http: HttpSource | None = Field(default=None, description="A JSON REST API.")
+    postgres: PostgresSource | None = Field(default=None, description="A PostgreSQL relation.")
+    file: FileSource | None = Field(default=None, description="A CSV / Parquet / NDJSON file.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Source:
+        _exactly_one(self, ("http", "postgres", "file"), f"sources[{self.name}]")
+        if self.writeDisposition == "merge" and not self.primaryKey:
+            raise ValueError(f"sources[{self.name}].primaryKey: writeDisposition merge needs it")
+        return self
+
+    @property
+    def kind(self) -> Literal["http", "postgres", "file"]:
+        if self.http is not None:
+            return "http"
+        if self.postgres is not None:
+            return "postgres"
+        return "file"
+
+
+# --------------------------------------------------------------------------- transform
+
+
+class DbtProject(ApiModel):
+    """Where the dbt project comes from; default: the project baked into the image."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!(has(self.path) && has(self.configMap))",
+                    "set at most one of path or configMap",
+                )
+            ]
+        }
+    )
+
+    path: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="Path of the project inside the pod (a volume); relative paths resolve "
+        "against the manifest's directory in local mode.",
+    )
+    configMap: str | None = Field(
+        default=None,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        max_length=253,
+        description="ConfigMap holding a flat dbt project (mounted into the transform pod).",
+    )
+
+
+class DbtTransform(ApiModel):
+    """dbt-core with dbt-duckdb against the warehouse."""
+
+    project: DbtProject = Field(default_factory=DbtProject, description="Project location.")
+    select: list[Annotated[str, Field(max_length=1024)]] = Field(
+        default_factory=list, max_length=64, description="dbt --select arguments."
+    )
+    exclude: list[Annotated[str, Field(max_length=1024)]] = Field(
+        default_factory=list, max_length=64, description="dbt --exclude arguments."
+    )
+    vars: dict[str, Any] = Field(default_factory=dict, description="dbt --vars.")
+    fullRefresh: bool = Field(default=False, description="Rebuild incremental models.")
+    threads: int = Field(default=1, ge=1, le=16, description="dbt threads.")
+    schedule: str | None = Field(
+        default=None,
+        max_length=253,
+        description="Own cron schedule for the transform CronJob (it still chains after ingest).",
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, value: str | None) -> str | None:
+        return None if value is None else validate_cron(value)
+
+
+class Transform(ApiModel):
+    """The transform stage."""
+
+    dbt: DbtTransform = Field(description="dbt settings.")
+
+
+# --------------------------------------------------------------------------- quality
+
+SUPPORTED_EXPECTATIONS = (
+    "expect_column_values_to_not_be_null",
+    "expect_column_values_to_be_unique",
+    "expect_column_values_to_be_between",
+    "expect_column_values_to_be_in_set",
+    "expect_column_values_to_match_regex",
+    "expect_column_min_to_be_between",
+    "expect_column_max_to_be_between",
+    "expect_column_mean_to_be_between",
+    "expect_column_sum_to_be_between",
+    "expect_table_row_count_to_be_between",
+    "expect_table_row_count_change_to_be_within",
+    "expect_column_max_to_be_recent",
+    "expect_compound_columns_to_be_unique",
+)
+ExpectationName = Literal[
+    "expect_column_values_to_not_be_null",
+    "expect_column_values_to_be_unique",
+    "expect_column_values_to_be_between",
+    "expect_column_values_to_be_in_set",
+    "expect_column_values_to_match_regex",
+    "expect_column_min_to_be_between",
+    "expect_column_max_to_be_between",
+    "expect_column_mean_to_be_between",
+    "expect_column_sum_to_be_between",
+    "expect_table_row_count_to_be_between",
+    "expect_table_row_count_change_to_be_within",
+    "expect_column_max_to_be_recent",
+    "expect_compound_columns_to_be_unique",
+]
+
+
+class Check(ApiModel):
+    """One expectation, in Great Expectations' vocabulary, on one table."""
+
+    table: str = Field(
+        pattern=r"^([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$",
+        max_length=127,
+        description="Table, `schema.table` (default schema: marts).",
+    )
+    expectation: ExpectationName = Field(
+        description=(
+            "Great Expectations expectation type. Beyond GX's core set: "
+            "expect_table_row_count_change_to_be_within (kwargs max_change_pct: change versus "
+            "the previous run) and expect_column_max_to_be_recent (kwargs column, max_age: "
+            "a duration such as 24h)."
+        )
+    )
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Expectation arguments, as in GX (column, min_value, max_value, value_set, ...).",
+    )
+    severity: Literal["warn", "error"] = Field(
+        default="error", description="error: fails the check stage and blocks publish."
+    )
+    name: str | None = Field(
+        default=None, max_length=253, description="Display name (default: derived)."
+    )
+
+    @property
+    def display_name(self) -> str:
+        if self.name:
+            return self.name
+        column = self.kwargs.get("column")
+        suffix = f".{column}" if column else ""
+        return f"{self.table}{suffix}:{self.expectation}"
+
+
+class Quality(ApiModel):
+    """The check stage."""
+
+    checks: list[Check] = Field(default_factory=list, max_length=500, description="Expectations.")
+
+
+# --------------------------------------------------------------------------- publish
+
+
+class RedisTarget(ApiModel):
+    """Publish a table to Redis: one JSON document per primary key under a prefix."""
+
+    urlSecretRef: SecretKeyRef = Field(description="Secret key holding a redis:// URL.")
+    keyPrefix: str | None = Field(
+        default=None,
+        max_length=253,
+        description="Key prefix (default: duckherd:<namespace>:<pipeline>:<table>).",
+    )
+    keyColumns: list[Annotated[str, Field(pattern=COLUMN_PATTERN)]] = Field(
+        default_factory=list, max_length=8, description="Columns forming the key."
+    )
+    ttlSeconds: int | None = Field(
+        default=None, ge=1, description="Expire published keys after this many seconds."
+    )
+
+
+class PostgresTarget(ApiModel):
+    """Publish a table to PostgreSQL with an atomic swap."""
+
+    dsnSecretRef: SecretKeyRef = Field(description="Secret key holding a libpq DSN.")
+    schema_: str = Field(
+        default="public", alias="schema", pattern=COLUMN_PATTERN, description="Target schema."
+    )
+    table: str | None = Field(
+        default=None, pattern=COLUMN_PATTERN, description="Target table (default: same name)."
+    )
+
+
+class Publish(ApiModel):
+    """One mart table to one target."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("has(self.redis) != has(self.postgres)", "set exactly one of redis, postgres")
+            ]
+        }
+    )
+
+    table: str = Field(
+        pattern=r"^([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$",
+        max_length=127,
+        description="Mart table, `schema.table` (default schema: marts).",
+    )
+    redis: RedisTarget | None = Field(default=None, description="Redis target.")
+    postgres: PostgresTarget | None = Field(default=None, description="PostgreSQL target.")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Publish:
+        _exactly_one(self, ("redis", "postgres"), f"publish[{self.table}]")
+        return self
+
+
+# --------------------------------------------------------------------------- operations
+
+
+class Freshness(ApiModel):
+    """When data counts as late, measured from the last successful load."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.warnAfter) || !has(self.errorAfter) || "
+                    "duration(self.errorAfter) >= duration(self.warnAfter)",
+                    "errorAfter must not be shorter than warnAfter",
+                    ".errorAfter",
+                )
+            ]
+        }
+    )
+
+    warnAfter: str | None = Field(
+        default=None,
+        pattern=DURATION_PATTERN,
+        max_length=32,
+        description="Freshness turns Warn after this duration (Go syntax, e.g. 26h).",
+    )
+    errorAfter: str | None = Field(
+        default=None,
+        pattern=DURATION_PATTERN,
+        max_length=32,
+        description="Freshness turns Stale (Ready=False) after this duration.",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Freshness:
+        if self.warnAfter and self.errorAfter:
+            if parse_duration(self.errorAfter) < parse_duration(self.warnAfter):
+                raise ValueError("freshness.errorAfter must not be shorter than warnAfter")
+        return self
+
+
+class Storage(ApiModel):
+    """The warehouse volume."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!(has(self.existingClaim) && has(self.size))",
+                    "existingClaim excludes size",
+                    ".size",
+                ),
+                cel(
+                    "!(has(self.existingClaim) && has(self.storageClassName))",
+                    "existingClaim excludes storageClassName",
+                    ".storageClassName",
+                ),
+            ]
+        }
+    )
+
+    size: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$",
+        max_length=32,
+        description="Requested size of the warehouse PVC (default 1Gi).",
+    )
+    storageClassName: str | None = Field(
+        default=None, max_length=253, description="StorageClass (default: the cluster default)."
+    )
+    existingClaim: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL_PATTERN,
+        max_length=253,
+        description="Use this PVC instead of creating `<name>-warehouse`.",
+    )
+    retainOnDelete: bool = Field(
+        default=True,
+        description="Keep the created PVC when the pipeline is deleted (default true).",
+    )
+
+    @model_validator(mode="after")
+    def _claim_or_size(self) -> Storage:
+        if self.existingClaim and (self.size or self.storageClassName):
+            raise ValueError("storage.existingClaim excludes size and storageClassName")
+        return self
+
+
+class EnvVar(ApiModel):
+    """An environment variable for stage pods (a plain value or a Kubernetes valueFrom)."""
+
+    name: str = Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", max_length=253, description="Name.")
+    value: str | None = Field(default=None, description="Value.")
+    valueFrom: dict[str, Any] | None = Field(
+        default=None, description="A Kubernetes EnvVarSource (secretKeyRef, configMapKeyRef, ...)."
+    )
+
+
+class Resources(ApiModel):
+    """Compute resources for stage pods."""
+
+    requests: dict[str, str] = Field(default_factory=dict, description="Requests (cpu, memory).")
+    limits: dict[str, str] = Field(default_factory=dict, description="Limits (cpu, memory).")
+
+
+class PodOverrides(ApiModel):
+    """What stage pods run as and where."""
+
+    image: str | None = Field(
+        default=None, max_length=1024, description="Stage image (default: the operator's)."
+    )
+    imagePullPolicy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        default=None, description="Image pull policy (default: IfNotPresent)."
+    )
+    resources: Resources | None = Field(default=None, description="Requests and limits.")
+    nodeSelector: dict[str, str] = Field(default_factory=dict, description="Node selector.")
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list, max_length=32, description="Kubernetes tolerations."
+    )
+    serviceAccountName: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL_PATTERN,
+        max_length=253,
+        description="Service account (default: none mounted, stage pods need no API access).",
+    )
+    env: list[EnvVar] = Field(default_factory=list, max_length=128, description="Extra env.")
+
+
+def validate_cron(value: str) -> str:
+    if not croniter.is_valid(value):
+        raise ValueError(f"invalid cron expression {value!r}")
+    return value
+
+
+class DataPipelineSpec(ApiModel):
+    """A data pipeline: sources into DuckDB, dbt, checks, publishing, on a schedule."""
+
+    # Unique source names are enforced at admission by the list-map key on `sources`.
+
+    schedule: str = Field(
+        max_length=253, description="Cron schedule of the ingest stage (e.g. `0 6 * * *`)."
+    )
+    timeZone: str | None = Field(
+        default=None, max_length=253, description="IANA time zone of the schedule (default UTC)."
+    )
+    suspend: bool = Field(default=False, description="Stop scheduling new runs.")
+    startingDeadlineSeconds: int | None = Field(
+        default=None, ge=0, description="Skip a run that could not start within this many seconds."
+    )
+    sources: list[Source] = Field(
+        min_length=1, max_length=64, description="Where data comes from."
+    )
+    transform: Transform | None = Field(default=None, description="dbt transform stage.")
+    quality: Quality | None = Field(default=None, description="Great Expectations checks.")
+    publish: list[Publish] = Field(
+        default_factory=list, max_length=64, description="Marts to publish after checks pass."
+    )
+    freshness: Freshness | None = Field(default=None, description="Freshness thresholds.")
+    storage: Storage = Field(default_factory=Storage, description="The warehouse volume.")
+    pod: PodOverrides = Field(default_factory=PodOverrides, description="Stage pod overrides.")
+    backoffLimit: int = Field(default=1, ge=0, le=10, description="Retries of a failed stage Job.")
+    activeDeadlineSeconds: int | None = Field(
+        default=None, ge=1, description="Kill a stage Job running longer than this."
+    )
+    successfulJobsHistoryLimit: int = Field(
+        default=3, ge=0, le=100, description="Finished Jobs kept per stage."
+    )
+    failedJobsHistoryLimit: int = Field(
+        default=3, ge=0, le=100, description="Failed Jobs kept per stage."
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, value: str) -> str:
+        return validate_cron(value)
+
+    @field_validator("timeZone")
+    @classmethod
+    def _valid_time_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(f"unknown time zone {value!r}") from error
+        return value
+
+    @model_validator(mode="after")
+    def _unique_source_names(self) -> DataPipelineSpec:
+        names = [source.name for source in self.sources]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"sources: duplicate names {', '.join(duplicates)}")
+        return self
+
+    def stages(self) -> list[Stage]:
+        """The stages this pipeline runs, in order."""
+        stages: list[Stage] = ["ingest"]
+        if self.transform is not None:
+            stages.append("transform")
+        if self.quality is not None and self.quality.checks:
+            stages.append("check")
+        if self.publish:
+            stages.append("publish")
+        return stages
+
+
+# --------------------------------------------------------------------------- status
+
+
+class Condition(ApiModel):
+    """A metav1.Condition."""
+
+    type: str = Field(max_length=316, description="Condition type (CamelCase).")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    observedGeneration: int | None = Field(
+        default=None, ge=0, description="The .metadata.generation this condition is based on."
+    )
+    lastTransitionTime: str = Field(description="When status last flipped (RFC 3339).")
+    reason: str = Field(max_length=1024, description="CamelCase reason.")
+    message: str = Field(default="", max_length=32768, description="Human readable details.")
+
+
+class StageResult(ApiModel):
+    """One stage of a run."""
+
+    stage: Stage = Field(description="ingest, transform, check or publish.")
+    job: str | None = Field(default=None, description="Name of the stage Job.")
+    result: Literal["Pending", "Running", "Succeeded", "Failed", "Blocked", "Skipped"] = Field(
+        description="Where the stage is."
+    )
+    startTime: str | None = Field(default=None, description="When the Job started.")
+    completionTime: str | None = Field(default=None, description="When the Job finished.")
+    durationSeconds: float | None = Field(default=None, description="Seconds the stage took.")
+    rows: int | None = Field(default=None, description="Rows the stage loaded / built / published.")
+    message: str | None = Field(default=None, description="Error or summary message.")
+
+
+class RunStatus(ApiModel):
+    """A run: the stage Jobs that share one run id."""
+
+    id: str = Field(description="Run id (label duckherd.io/run-id on its Jobs).")
+    trigger: Literal["Schedule", "Manual"] = Field(description="Schedule or Manual.")
+    result: Literal["Running", "Succeeded", "Failed", "Blocked"] = Field(
+        description="Running, Succeeded, Failed, or Blocked (publish held back by checks)."
+    )
+    startTime: str | None = Field(default=None, description="When the first stage started.")
+    completionTime: str | None = Field(default=None, description="When the run ended.")
+    stages: list[StageResult] = Field(default_factory=list, description="Per-stage results.")
+
+
+class TableStatus(ApiModel):
+    """Rows in one warehouse table after the last run that touched it."""
+
+    name: str = Field(description="`schema.table`.")
+    rows: int = Field(description="Row count.")
+    loadedAt: str | None = Field(default=None, description="Last load time (RFC 3339).")
+
+
+class FreshnessStatus(ApiModel):
+    """How late the data is."""
+
+    state: Literal["Fresh", "Warn", "Stale", "Unknown"] = Field(
+        description="Against spec.freshness."
+    )
+    lastLoadedAt: str | None = Field(default=None, description="Last successful ingest.")
+
+
+class CheckFailure(ApiModel):
+    """A failed expectation."""
+
+    name: str = Field(description="Check name.")
+    severity: Literal["warn", "error"] = Field(description="Severity.")
+    observed: str | None = Field(default=None, description="Observed value, abbreviated.")
+
+
+class QualityStatus(ApiModel):
+    """Results of the last check stage."""
+
+    passed: int = Field(default=0, description="Expectations met.")
+    failed: int = Field(default=0, description="error-severity expectations not met.")
+    warned: int = Field(default=0, description="warn-severity expectations not met.")
+    checkedAt: str | None = Field(default=None, description="When the checks ran.")
+    runId: str | None = Field(default=None, description="Run of the checks.")
+    failures: list[CheckFailure] = Field(default_factory=list, description="What failed.")
+
+
+class PublishedStatus(ApiModel):
+    """One published table on one target."""
+
+    table: str = Field(description="Mart table.")
+    target: str = Field(description="redis or postgres (with the target name).")
+    rows: int = Field(description="Rows published.")
+    runId: str | None = Field(default=None, description="Run that published.")
+    publishedAt: str | None = Field(default=None, description="When.")
+
+
+class DataPipelineStatus(ApiModel):
+    """What the operator observed."""
+
+    observedGeneration: int | None = Field(
+        default=None, description="The .metadata.generation the children reflect."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready, Fresh, ChecksPassed, Suspended, ..."
+    )
+    lastRun: RunStatus | None = Field(default=None, description="The latest run.")
+    lastSuccessfulRun: RunStatus | None = Field(
+        default=None, description="The latest run that succeeded."
+    )
+    nextScheduleTime: str | None = Field(default=None, description="Next scheduled ingest.")
+    tables: list[TableStatus] = Field(default_factory=list, description="Rows per table.")
+    totalRows: int | None = Field(default=None, description="Rows across the tables above.")
+    freshness: FreshnessStatus | None = Field(default=None, description="Freshness.")
+    quality: QualityStatus | None = Field(default=None, description="Quality summary.")
+    published: list[PublishedStatus] = Field(default_factory=list, description="Publish results.")
+
+
+class ObjectMeta(BaseModel):
+    """The parts of metadata Duckherd reads."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    namespace: str | None = None
+
+
+def iter_secret_refs(spec: DataPipelineSpec) -> list[SecretKeyRef]:
+    """Every Secret reference in a spec (the operator maps each into stage pods' env)."""
+    found: list[SecretKeyRef] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, SecretKeyRef):
+            if node not in found:
+                found.append(node)
+        elif isinstance(node, BaseModel):
+            for name in type(node).model_fields:
+                walk(getattr(node, name))
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(spec)
+    return found
+
+
+class DataPipeline(BaseModel):
+    """A whole manifest (used by local mode and the jobs)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    apiVersion: Literal["duckherd.io/v1alpha1"]
+    kind: Literal["DataPipeline"]
+    metadata: ObjectMeta
+    spec: DataPipelineSpec

@@ -1,0 +1,139 @@
+"""The stage summary: the JSON a stage pod writes to its termination message.
+
+This is the contract between the jobs (which write it) and the operator (which reads it into
+status). Kubernetes keeps at most 4096 bytes of a termination message, so `encode` drops the
+least important detail first and marks the result `truncated` rather than cutting JSON apart.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+MAX_BYTES = 4096
+SUMMARY_VERSION = 1
+
+
+class TableSummary(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    rows: int = Field(description="Rows in the table after the stage.")
+    loaded: int | None = Field(default=None, description="Rows this stage wrote.")
+    loadedAt: str | None = None
+
+
+class CheckResult(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    severity: Literal["warn", "error"]
+    success: bool
+    observed: str | None = None
+
+
+class ChecksSummary(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    passed: int = 0
+    failed: int = 0
+    warned: int = 0
+    results: list[CheckResult] = Field(default_factory=list)
+
+
+class PublishedTarget(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    table: str
+    target: str
+    rows: int
+
+
+class StageSummary(BaseModel):
+    """What one stage did. `ok` is the single truth about success."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    v: int = SUMMARY_VERSION
+    stage: Literal["ingest", "transform", "check", "publish"]
+    runId: str | None = None
+    ok: bool
+    startedAt: str | None = None
+    finishedAt: str | None = None
+    durationSeconds: float | None = None
+    tables: dict[str, TableSummary] = Field(default_factory=dict)
+    models: dict[str, str] = Field(default_factory=dict, description="dbt model -> status")
+    checks: ChecksSummary | None = None
+    published: list[PublishedTarget] = Field(default_factory=list)
+    blocked: bool = Field(default=False, description="publish held back by failed checks")
+    error: str | None = None
+    truncated: bool = False
+
+
+def _dump(summary: StageSummary) -> bytes:
+    data = summary.model_dump(mode="json", exclude_defaults=True)
+    data["stage"], data["ok"] = summary.stage, summary.ok
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode(summary: StageSummary, limit: int = MAX_BYTES) -> bytes:
+    """Serialize within `limit` bytes, shedding detail in order of least value."""
+    encoded = _dump(summary)
+    if len(encoded) <= limit:
+        return encoded
+    slim = summary.model_copy(deep=True)
+    slim.truncated = True
+    shedders: list[Any] = [
+        lambda s: setattr(s.checks, "results", [r for r in s.checks.results if not r.success])
+        if s.checks
+        else None,
+        lambda s: setattr(s, "models", {}),
+        lambda s: setattr(s.checks, "results", []) if s.checks else None,
+        lambda s: setattr(s, "published", []),
+        lambda s: setattr(s, "tables", dict(sorted(s.tables.items())[:20])),
+        lambda s: setattr(s, "tables", {}),
+    ]
+    for shed in shedders:
+        shed(slim)
+        encoded = _dump(slim)
+        if len(encoded) <= limit:
+            return encoded
+    if slim.error:
+        marker = "… [truncated]"
+        overflow = len(encoded) - limit + len(marker.encode()) + 8
+        raw = slim.error.encode()[: max(0, len(slim.error.encode()) - overflow)]
+        slim.error = raw.decode(errors="ignore") + marker
+        encoded = _dump(slim)
+    return encoded[:limit] if len(encoded) > limit else encoded
+
+
+class SummaryError(ValueError):
+    """A termination message that is not a valid stage summary."""
+
+
+def decode(message: str | bytes | None, stage: str | None = None) -> StageSummary:
+    """Parse a termination message; raise SummaryError naming what is wrong."""
+    if message is None or not str(message if isinstance(message, str) else message.decode(
+        errors="replace"
+    )).strip():
+        raise SummaryError("empty termination message")
+    if isinstance(message, bytes):
+        message = message.decode(errors="replace")
+    if len(message.encode()) > MAX_BYTES:
+        raise SummaryError(f"termination message larger than {MAX_BYTES} bytes")
+    # With FallbackToLogsOnError the message may be log lines: the summary is the last JSON line.
+    last_line = message.strip().splitlines()[-1]
+    try:
+        data = json.loads(last_line)
+    except json.JSONDecodeError as error:
+        raise SummaryError(f"termination message is not JSON: {last_line[:200]!r}") from error
+    if not isinstance(data, dict):
+        raise SummaryError("termination message is not a JSON object")
+    try:
+        summary = StageSummary.model_validate(data)
+    except ValidationError as error:
+        raise SummaryError(f"termination message is not a stage summary: {error}") from error
+    if stage is not None and summary.stage != stage:
+        raise SummaryError(f"summary is for stage {summary.stage!r}, expected {stage!r}")
+    return summary
