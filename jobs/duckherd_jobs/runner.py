@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -120,7 +121,9 @@ def run_stage_cli(
     ctx = StageContext(
         pipeline=pipeline,
         warehouse=warehouse,
-        run_id=run_id or new_run_id(),
+        # Chained Jobs carry a run-id label; a Job started by its CronJob (schedule or
+        # `kubectl create job --from`) starts a run named after itself.
+        run_id=run_id or os.environ.get("DUCKHERD_JOB_NAME") or new_run_id(),
         manifest_dir=spec_path.parent,
     )
     summary = run_stage(typed_stage, ctx)

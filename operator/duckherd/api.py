@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.config import JsonDict
 
 GROUP = "duckherd.io"
 VERSION = "v1alpha1"
@@ -37,9 +38,9 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
     """One `x-kubernetes-validations` entry."""
-    entry = {"rule": rule, "message": message}
+    entry: JsonDict = {"rule": rule, "message": message}
     if field_path:
         entry["fieldPath"] = field_path
     return entry
@@ -315,8 +316,7 @@ class Source(ApiModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "[has(self.http), has(self.postgres), has(self.file)]"
-                    ".filter(x, x).size() == 1",
+                    "[has(self.http), has(self.postgres), has(self.file)].filter(x, x).size() == 1",
                     "set exactly one of http, postgres, file",
                 ),
                 cel(
@@ -478,7 +478,7 @@ class Check(ApiModel):
     )
     kwargs: dict[str, Any] = Field(
         default_factory=dict,
-        description="Expectation arguments, as in GX (column, min_value, max_value, value_set, ...).",
+        description="Expectation arguments as in GX: column, min_value, max_value, value_set, ...",
     )
     severity: Literal["warn", "error"] = Field(
         default="error", description="error: fails the check stage and blocks publish."
@@ -593,9 +593,9 @@ class Freshness(ApiModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> Freshness:
-        if self.warnAfter and self.errorAfter:
-            if parse_duration(self.errorAfter) < parse_duration(self.warnAfter):
-                raise ValueError("freshness.errorAfter must not be shorter than warnAfter")
+        warn, error = self.warnAfter, self.errorAfter
+        if warn and error and parse_duration(error) < parse_duration(warn):
+            raise ValueError("freshness.errorAfter must not be shorter than warnAfter")
         return self
 
 
@@ -707,9 +707,7 @@ class DataPipelineSpec(ApiModel):
     startingDeadlineSeconds: int | None = Field(
         default=None, ge=0, description="Skip a run that could not start within this many seconds."
     )
-    sources: list[Source] = Field(
-        min_length=1, max_length=64, description="Where data comes from."
-    )
+    sources: list[Source] = Field(min_length=1, max_length=64, description="Where data comes from.")
     transform: Transform | None = Field(default=None, description="dbt transform stage.")
     quality: Quality | None = Field(default=None, description="Great Expectations checks.")
     publish: list[Publish] = Field(

@@ -27,7 +27,9 @@ def _print_version(value: bool) -> None:
 def main(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version."),
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
     ] = False,
 ) -> None:
     """DuckDB data pipelines as Kubernetes resources."""
@@ -79,7 +81,11 @@ def job(
 
     raise typer.Exit(
         run_stage_cli(
-            stage, spec_path=spec, warehouse=warehouse, termination_log=termination_log, run_id=run_id
+            stage,
+            spec_path=spec,
+            warehouse=warehouse,
+            termination_log=termination_log,
+            run_id=run_id,
         )
     )
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from duckherd import api
 
@@ -86,7 +87,7 @@ def _structural(node: dict[str, Any], path: str) -> dict[str, Any]:
     return node
 
 
-def openapi_schema(model: type[api.BaseModel]) -> dict[str, Any]:
+def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The structural OpenAPI v3 schema of a model (by field alias, with descriptions)."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.get("$defs", {})
@@ -162,7 +163,10 @@ def build_crd() -> dict[str, Any]:
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": f"{api.PLURAL}.{api.GROUP}",
-            "labels": {"app.kubernetes.io/name": "duckherd", "app.kubernetes.io/part-of": "duckherd"},
+            "labels": {
+                "app.kubernetes.io/name": "duckherd",
+                "app.kubernetes.io/part-of": "duckherd",
+            },
         },
         "spec": {
             "group": api.GROUP,
@@ -194,7 +198,7 @@ def build_crd() -> dict[str, Any]:
                             "properties": {
                                 "apiVersion": {
                                     "type": "string",
-                                    "description": "APIVersion of this object (duckherd.io/v1alpha1).",
+                                    "description": f"APIVersion ({api.API_VERSION}).",
                                 },
                                 "kind": {
                                     "type": "string",

@@ -85,9 +85,11 @@ def encode(summary: StageSummary, limit: int = MAX_BYTES) -> bytes:
     slim = summary.model_copy(deep=True)
     slim.truncated = True
     shedders: list[Any] = [
-        lambda s: setattr(s.checks, "results", [r for r in s.checks.results if not r.success])
-        if s.checks
-        else None,
+        lambda s: (
+            setattr(s.checks, "results", [r for r in s.checks.results if not r.success])
+            if s.checks
+            else None
+        ),
         lambda s: setattr(s, "models", {}),
         lambda s: setattr(s.checks, "results", []) if s.checks else None,
         lambda s: setattr(s, "published", []),
@@ -114,9 +116,12 @@ class SummaryError(ValueError):
 
 def decode(message: str | bytes | None, stage: str | None = None) -> StageSummary:
     """Parse a termination message; raise SummaryError naming what is wrong."""
-    if message is None or not str(message if isinstance(message, str) else message.decode(
-        errors="replace"
-    )).strip():
+    if (
+        message is None
+        or not str(
+            message if isinstance(message, str) else message.decode(errors="replace")
+        ).strip()
+    ):
         raise SummaryError("empty termination message")
     if isinstance(message, bytes):
         message = message.decode(errors="replace")

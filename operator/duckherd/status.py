@@ -1,0 +1,425 @@
+"""Pure status logic: stage summaries and observations in, `DataPipelineStatus` out.
+
+Shared by the operator (which observes Jobs and Pods) and local mode (which runs stages in
+process): both describe a run as a list of `StageObservation`s and get the same status, so
+`duckherd run` prints what `kubectl get datapipelines -o wide` would show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from duckherd.api import (
+    CheckFailure,
+    Condition,
+    DataPipelineSpec,
+    DataPipelineStatus,
+    FreshnessStatus,
+    PublishedStatus,
+    QualityStatus,
+    RunStatus,
+    Stage,
+    StageResult,
+    TableStatus,
+    parse_duration,
+)
+from duckherd.summary import StageSummary
+
+READY = "Ready"
+FRESH = "Fresh"
+CHECKS_PASSED = "ChecksPassed"
+SUSPENDED = "Suspended"
+PUBLISHED = "Published"
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# --------------------------------------------------------------------------- conditions
+
+
+def set_condition(
+    conditions: Sequence[Condition],
+    *,
+    type: str,
+    status: str,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: datetime,
+) -> list[Condition]:
+    """Upsert a condition; `lastTransitionTime` moves only when `status` flips."""
+    result: list[Condition] = []
+    found = False
+    for condition in conditions:
+        if condition.type != type:
+            result.append(condition)
+            continue
+        found = True
+        transition = condition.lastTransitionTime if condition.status == status else rfc3339(now)
+        result.append(
+            Condition(
+                type=type,
+                status=status,
+                reason=reason,
+                message=message,
+                observedGeneration=generation,
+                lastTransitionTime=transition,
+            )
+        )
+    if not found:
+        result.append(
+            Condition(
+                type=type,
+                status=status,
+                reason=reason,
+                message=message,
+                observedGeneration=generation,
+                lastTransitionTime=rfc3339(now),
+            )
+        )
+    return result
+
+
+def get_condition(conditions: Iterable[Condition], type: str) -> Condition | None:
+    return next((c for c in conditions if c.type == type), None)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@dataclass(frozen=True)
+class StageObservation:
+    """What is known about one stage Job of a run."""
+
+    stage: Stage
+    job: str | None
+    state: str  # Pending | Running | Succeeded | Failed
+    start_time: str | None = None
+    completion_time: str | None = None
+    summary: StageSummary | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class RunObservation:
+    run_id: str
+    trigger: str  # Schedule | Manual
+    stages: tuple[StageObservation, ...]
+
+
+def _stage_rows(summary: StageSummary | None) -> int | None:
+    if summary is None:
+        return None
+    if summary.stage == "publish":
+        return sum(p.rows for p in summary.published) if summary.published else None
+    if summary.stage == "check":
+        return None
+    loaded = [t.loaded if t.loaded is not None else t.rows for t in summary.tables.values()]
+    return sum(loaded) if loaded else None
+
+
+def _stage_result(observation: StageObservation) -> StageResult:
+    state = observation.state
+    message = observation.message
+    summary = observation.summary
+    if summary is not None:
+        if summary.blocked:
+            state = "Blocked"
+        elif state == "Succeeded" and not summary.ok:
+            state = "Failed"
+        if summary.error and not message:
+            message = summary.error
+    if summary is not None and summary.checks is not None and not message:
+        checks = summary.checks
+        message = f"{checks.passed} passed, {checks.failed} failed, {checks.warned} warned"
+    duration = summary.durationSeconds if summary is not None else None
+    return StageResult(
+        stage=observation.stage,
+        job=observation.job,
+        result=state,
+        startTime=observation.start_time,
+        completionTime=observation.completion_time,
+        durationSeconds=duration,
+        rows=_stage_rows(summary),
+        message=(message[:1000] if message else None),
+    )
+
+
+def _block_publish_after_failed_checks(run: RunObservation, results: list[StageResult]) -> None:
+    """Publish never starts after error-severity check failures: show it as Blocked."""
+    check = next((s for s in run.stages if s.stage == "check"), None)
+    if check is None or check.summary is None or check.summary.checks is None:
+        return
+    if check.summary.checks.failed == 0:
+        return
+    failed = [
+        r.name for r in check.summary.checks.results if not r.success and r.severity == "error"
+    ]
+    for index, result in enumerate(results):
+        if result.stage == "publish" and result.result == "Pending":
+            results[index] = result.model_copy(
+                update={
+                    "result": "Blocked",
+                    "message": "blocked by failed checks: " + (", ".join(failed) or "see quality"),
+                }
+            )
+
+
+def run_status(run: RunObservation, planned: Sequence[Stage]) -> RunStatus:
+    """The run's result: Running until its last planned stage ends or a stage fails."""
+    results = [_stage_result(s) for s in run.stages]
+    seen = {r.stage for r in results}
+    first_seen = min((planned.index(s) for s in seen if s in planned), default=0)
+    for stage in planned[first_seen:]:
+        if stage not in seen:
+            results.append(StageResult(stage=stage, result="Pending"))
+    _block_publish_after_failed_checks(run, results)
+    outcome: str = "Running"
+    if any(r.result == "Failed" for r in results):
+        outcome = "Failed"
+    elif any(r.result == "Blocked" for r in results):
+        outcome = "Blocked"
+    elif results and all(r.result == "Succeeded" for r in results):
+        outcome = "Succeeded"
+    starts = [r.startTime for r in results if r.startTime]
+    ends = [r.completionTime for r in results if r.completionTime]
+    return RunStatus(
+        id=run.run_id,
+        trigger=run.trigger,
+        result=outcome,
+        startTime=min(starts) if starts else None,
+        completionTime=max(ends) if ends and outcome != "Running" else None,
+        stages=results,
+    )
+
+
+# --------------------------------------------------------------------------- whole status
+
+
+def _merge_tables(previous: Sequence[TableStatus], run: RunObservation) -> list[TableStatus]:
+    tables = {t.name: t for t in previous}
+    for observation in run.stages:
+        summary = observation.summary
+        if summary is None or not summary.ok:
+            continue
+        for name, table in summary.tables.items():
+            tables[name] = TableStatus(
+                name=name, rows=table.rows, loadedAt=table.loadedAt or summary.finishedAt
+            )
+    return sorted(tables.values(), key=lambda t: t.name)
+
+
+def _last_loaded_at(run: RunObservation, previous: str | None) -> str | None:
+    for observation in run.stages:
+        summary = observation.summary
+        if observation.stage == "ingest" and summary is not None and summary.ok:
+            stamps = [t.loadedAt for t in summary.tables.values() if t.loadedAt]
+            candidate = max(stamps) if stamps else summary.finishedAt
+            if candidate and (previous is None or candidate > previous):
+                return candidate
+    return previous
+
+
+def freshness_state(spec: DataPipelineSpec, last_loaded_at: str | None, now: datetime) -> str:
+    loaded = parse_time(last_loaded_at)
+    if loaded is None:
+        return "Unknown"
+    age = now - loaded
+    freshness = spec.freshness
+    if (
+        freshness is not None
+        and freshness.errorAfter
+        and age > parse_duration(freshness.errorAfter)
+    ):
+        return "Stale"
+    if freshness is not None and freshness.warnAfter and age > parse_duration(freshness.warnAfter):
+        return "Warn"
+    return "Fresh"
+
+
+def _quality(run: RunObservation, previous: QualityStatus | None) -> QualityStatus | None:
+    for observation in run.stages:
+        summary = observation.summary
+        if observation.stage == "check" and summary is not None and summary.checks is not None:
+            checks = summary.checks
+            return QualityStatus(
+                passed=checks.passed,
+                failed=checks.failed,
+                warned=checks.warned,
+                checkedAt=summary.finishedAt,
+                runId=run.run_id,
+                failures=[
+                    CheckFailure(name=r.name, severity=r.severity, observed=r.observed)
+                    for r in checks.results
+                    if not r.success
+                ][:20],
+            )
+    return previous
+
+
+def _published(run: RunObservation, previous: Sequence[PublishedStatus]) -> list[PublishedStatus]:
+    for observation in run.stages:
+        summary = observation.summary
+        if observation.stage == "publish" and summary is not None and summary.ok:
+            return [
+                PublishedStatus(
+                    table=p.table,
+                    target=p.target,
+                    rows=p.rows,
+                    runId=run.run_id,
+                    publishedAt=summary.finishedAt,
+                )
+                for p in summary.published
+            ]
+    return list(previous)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something that makes the pipeline not Ready before any run is looked at."""
+
+    reason: str
+    message: str
+
+
+def compute_status(
+    *,
+    spec: DataPipelineSpec | None,
+    generation: int | None,
+    previous: DataPipelineStatus,
+    run: RunObservation | None,
+    now: datetime,
+    next_schedule_time: str | None = None,
+    problem: Problem | None = None,
+) -> DataPipelineStatus:
+    """The new status. Pure: the same inputs give the same status (no churn)."""
+    status = previous.model_copy(deep=True)
+    conditions = list(status.conditions)
+
+    def condition(type: str, value: str, reason: str, message: str) -> None:
+        nonlocal conditions
+        conditions = set_condition(
+            conditions,
+            type=type,
+            status=value,
+            reason=reason,
+            message=message,
+            generation=generation,
+            now=now,
+        )
+
+    if spec is None:
+        message = problem.message if problem else "the spec is invalid"
+        condition(READY, "False", problem.reason if problem else "InvalidSpec", message)
+        status.conditions = conditions
+        return status
+
+    status.observedGeneration = generation
+    status.nextScheduleTime = None if spec.suspend else next_schedule_time
+    if run is not None:
+        planned = spec.stages()
+        current = run_status(run, planned)
+        status.lastRun = current
+        if current.result == "Succeeded":
+            status.lastSuccessfulRun = current
+        status.tables = _merge_tables(status.tables, run)
+        status.totalRows = sum(t.rows for t in status.tables) if status.tables else None
+        status.quality = _quality(run, status.quality)
+        status.published = _published(run, status.published)
+        last_loaded = _last_loaded_at(
+            run, status.freshness.lastLoadedAt if status.freshness else None
+        )
+    else:
+        last_loaded = status.freshness.lastLoadedAt if status.freshness else None
+
+    state = freshness_state(spec, last_loaded, now)
+    status.freshness = FreshnessStatus(state=state, lastLoadedAt=last_loaded)
+    fresh_reasons = {
+        "Fresh": ("True", "Fresh", f"last load at {last_loaded}"),
+        "Warn": (
+            "False",
+            "FreshnessWarning",
+            f"last load at {last_loaded} is older than "
+            f"warnAfter {spec.freshness.warnAfter if spec.freshness else ''}",
+        ),
+        "Stale": (
+            "False",
+            "Stale",
+            f"last load at {last_loaded} is older than errorAfter "
+            f"{spec.freshness.errorAfter if spec.freshness else ''}",
+        ),
+        "Unknown": ("Unknown", "NeverLoaded", "no successful ingest yet"),
+    }
+    condition(FRESH, *fresh_reasons[state])
+
+    quality = status.quality
+    if not (spec.quality and spec.quality.checks):
+        condition(CHECKS_PASSED, "True", "NoChecks", "no checks are defined")
+    elif quality is None:
+        condition(CHECKS_PASSED, "Unknown", "NotChecked", "checks have not run yet")
+    elif quality.failed:
+        names = ", ".join(f.name for f in quality.failures if f.severity == "error")
+        condition(CHECKS_PASSED, "False", "ChecksFailed", f"{quality.failed} failed: {names}")
+    elif quality.warned:
+        condition(CHECKS_PASSED, "True", "ChecksWarned", f"{quality.warned} warning(s)")
+    else:
+        condition(CHECKS_PASSED, "True", "AllChecksPassed", f"{quality.passed} passed")
+
+    if spec.suspend:
+        condition(SUSPENDED, "True", "SuspendedBySpec", "spec.suspend is true: no new runs")
+    else:
+        condition(SUSPENDED, "False", "Active", "runs on schedule")
+
+    if spec.publish:
+        _publish_condition(status.lastRun, condition)
+    else:
+        conditions = [c for c in conditions if c.type != PUBLISHED]
+
+    ready, reason, message = _readiness(status, problem)
+    condition(READY, ready, reason, message)
+    status.conditions = conditions
+    return status
+
+
+def _publish_condition(last_run: RunStatus | None, condition: object) -> None:
+    assert callable(condition)
+    stage = next((s for s in last_run.stages if s.stage == "publish"), None) if last_run else None
+    if stage is None or stage.result in ("Pending", "Running"):
+        if last_run is None:
+            condition(PUBLISHED, "Unknown", "NotPublished", "nothing published yet")
+        return
+    if stage.result == "Succeeded":
+        condition(PUBLISHED, "True", "Published", f"{stage.rows or 0} rows published")
+    elif stage.result == "Blocked":
+        condition(PUBLISHED, "False", "PublishBlocked", stage.message or "checks failed")
+    elif stage.result == "Failed":
+        condition(PUBLISHED, "False", "PublishFailed", stage.message or "publish failed")
+
+
+def _readiness(status: DataPipelineStatus, problem: Problem | None) -> tuple[str, str, str]:
+    if problem is not None:
+        return "False", problem.reason, problem.message
+    last = status.lastRun
+    if last is not None and last.result in ("Failed", "Blocked"):
+        failed = next((s for s in last.stages if s.result in ("Failed", "Blocked")), None)
+        stage = failed.stage if failed else "?"
+        detail = failed.message if failed and failed.message else last.result.lower()
+        reason = "PublishBlocked" if last.result == "Blocked" else "RunFailed"
+        return "False", reason, f"run {last.id}: {stage}: {detail}"
+    if status.freshness is not None and status.freshness.state == "Stale":
+        return "False", "Stale", f"data is stale (last load {status.freshness.lastLoadedAt})"
+    if status.lastSuccessfulRun is None:
+        if last is not None and last.result == "Running":
+            return "False", "FirstRunInProgress", f"run {last.id} is running"
+        return "False", "AwaitingFirstRun", "no run has succeeded yet"
+    return "True", "RunSucceeded", f"last successful run {status.lastSuccessfulRun.id}"

@@ -1,0 +1,325 @@
+"""Pure builders: a DataPipeline in, the child manifests it should have out.
+
+Nothing here talks to the API server; the handlers apply what these return with
+server-side apply, so running them twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from duckherd.api import API_VERSION, KIND, DataPipelineSpec, Stage, iter_secret_refs
+
+MANAGER = "duckherd"
+LABEL_PIPELINE = "duckherd.io/pipeline"
+LABEL_STAGE = "duckherd.io/stage"
+LABEL_RUN_ID = "duckherd.io/run-id"
+LABEL_TRIGGER = "duckherd.io/trigger"
+ANNOTATION_RUN_NOW = "duckherd.io/run-now"
+SPEC_MOUNT = "/etc/duckherd"
+SPEC_FILE = "pipeline.yaml"
+WAREHOUSE_MOUNT = "/warehouse"
+WAREHOUSE_FILE = "warehouse.duckdb"
+DBT_CONFIGMAP_MOUNT = "/etc/duckherd/dbt-project"
+MAX_PIPELINE_NAME = 42  # `<name>-transform` must fit a CronJob name (52 characters)
+# A CronJob must have a valid schedule even when only the operator (or a user) starts it.
+UNSCHEDULED = "0 0 31 2 *"
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """What the builders need to know about a DataPipeline object."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: DataPipelineSpec
+    image: str
+    image_pull_policy: str = "IfNotPresent"
+
+
+def labels(pipeline: Pipeline, stage: str | None = None) -> dict[str, str]:
+    result = {
+        "app.kubernetes.io/name": "duckherd",
+        "app.kubernetes.io/instance": pipeline.name,
+        "app.kubernetes.io/managed-by": MANAGER,
+        "app.kubernetes.io/part-of": "duckherd",
+        LABEL_PIPELINE: pipeline.name,
+    }
+    if stage is not None:
+        result["app.kubernetes.io/component"] = stage
+        result[LABEL_STAGE] = stage
+    return result
+
+
+def owner_reference(pipeline: Pipeline) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": pipeline.name,
+        "uid": pipeline.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(pipeline: Pipeline, name: str, stage: str | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": pipeline.namespace,
+        "labels": labels(pipeline, stage),
+        "ownerReferences": [owner_reference(pipeline)],
+    }
+
+
+def spec_configmap_name(pipeline_name: str) -> str:
+    return f"{pipeline_name}-spec"
+
+
+def warehouse_claim_name(pipeline: Pipeline) -> str:
+    return pipeline.spec.storage.existingClaim or f"{pipeline.name}-warehouse"
+
+
+def cronjob_name(pipeline_name: str, stage: str) -> str:
+    return f"{pipeline_name}-{stage}"
+
+
+def build_spec_configmap(pipeline: Pipeline) -> dict[str, Any]:
+    """The manifest the stage pods read (the same format `duckherd run` takes)."""
+    manifest = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": pipeline.name,
+            "namespace": pipeline.namespace,
+            "generation": pipeline.generation,
+        },
+        "spec": pipeline.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(pipeline, spec_configmap_name(pipeline.name)),
+        "data": {SPEC_FILE: yaml.safe_dump(manifest, sort_keys=False)},
+    }
+
+
+def build_warehouse_pvc(pipeline: Pipeline) -> dict[str, Any] | None:
+    """The warehouse claim; None with `existingClaim`. Retained (no owner) by default."""
+    storage = pipeline.spec.storage
+    if storage.existingClaim:
+        return None
+    metadata = _metadata(pipeline, warehouse_claim_name(pipeline))
+    if storage.retainOnDelete:
+        del metadata["ownerReferences"]
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": storage.size or "1Gi"}},
+    }
+    if storage.storageClassName:
+        spec["storageClassName"] = storage.storageClassName
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": spec}
+
+
+def _env(pipeline: Pipeline) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "DUCKHERD_SPEC", "value": f"{SPEC_MOUNT}/{SPEC_FILE}"},
+        {"name": "DUCKHERD_WAREHOUSE", "value": f"{WAREHOUSE_MOUNT}/{WAREHOUSE_FILE}"},
+        {
+            "name": "DUCKHERD_RUN_ID",
+            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{LABEL_RUN_ID}']"}},
+        },
+        {
+            "name": "DUCKHERD_JOB_NAME",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['job-name']"}},
+        },
+    ]
+    for ref in iter_secret_refs(pipeline.spec):
+        env.append(
+            {
+                "name": ref.env_name,
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
+        )
+    for extra in pipeline.spec.pod.env:
+        env.append(extra.model_dump(mode="json", exclude_none=True))
+    return env
+
+
+def _restricted_container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def build_pod_spec(pipeline: Pipeline, stage: Stage) -> dict[str, Any]:
+    spec = pipeline.spec
+    pod = spec.pod
+    volumes: list[dict[str, Any]] = [
+        {"name": "spec", "configMap": {"name": spec_configmap_name(pipeline.name)}},
+        {
+            "name": "warehouse",
+            "persistentVolumeClaim": {"claimName": warehouse_claim_name(pipeline)},
+        },
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True},
+        {"name": "warehouse", "mountPath": WAREHOUSE_MOUNT},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    dbt = spec.transform.dbt if spec.transform else None
+    if stage == "transform" and dbt is not None and dbt.project.configMap:
+        volumes.append({"name": "dbt-project", "configMap": {"name": dbt.project.configMap}})
+        mounts.append({"name": "dbt-project", "mountPath": DBT_CONFIGMAP_MOUNT, "readOnly": True})
+    container: dict[str, Any] = {
+        "name": stage,
+        "image": pod.image or pipeline.image,
+        "imagePullPolicy": pod.imagePullPolicy or pipeline.image_pull_policy,
+        "args": ["job", stage],
+        "env": _env(pipeline),
+        "volumeMounts": mounts,
+        "securityContext": _restricted_container_security(),
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if pod.resources is not None:
+        container["resources"] = pod.resources.model_dump(mode="json", exclude_defaults=True)
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if pod.serviceAccountName:
+        pod_spec["serviceAccountName"] = pod.serviceAccountName
+    if pod.nodeSelector:
+        pod_spec["nodeSelector"] = dict(pod.nodeSelector)
+    if pod.tolerations:
+        pod_spec["tolerations"] = list(pod.tolerations)
+    return pod_spec
+
+
+def build_job_spec(pipeline: Pipeline, stage: Stage) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "backoffLimit": pipeline.spec.backoffLimit,
+        "template": {
+            "metadata": {"labels": labels(pipeline, stage)},
+            "spec": build_pod_spec(pipeline, stage),
+        },
+    }
+    if pipeline.spec.activeDeadlineSeconds is not None:
+        spec["activeDeadlineSeconds"] = pipeline.spec.activeDeadlineSeconds
+    return spec
+
+
+def stage_schedule(pipeline: Pipeline, stage: Stage) -> tuple[str, bool]:
+    """(schedule, suspended): ingest runs on spec.schedule; others only when chained,
+    unless the transform has its own schedule."""
+    spec = pipeline.spec
+    if stage == "ingest":
+        return spec.schedule, spec.suspend
+    if stage == "transform" and spec.transform and spec.transform.dbt.schedule:
+        return spec.transform.dbt.schedule, spec.suspend
+    return UNSCHEDULED, True
+
+
+def build_cronjob(pipeline: Pipeline, stage: Stage) -> dict[str, Any]:
+    schedule, suspended = stage_schedule(pipeline, stage)
+    spec: dict[str, Any] = {
+        "schedule": schedule,
+        "suspend": suspended,
+        "concurrencyPolicy": "Forbid",
+        "successfulJobsHistoryLimit": pipeline.spec.successfulJobsHistoryLimit,
+        "failedJobsHistoryLimit": pipeline.spec.failedJobsHistoryLimit,
+        "jobTemplate": {
+            "metadata": {"labels": labels(pipeline, stage)},
+            "spec": build_job_spec(pipeline, stage),
+        },
+    }
+    if pipeline.spec.timeZone:
+        spec["timeZone"] = pipeline.spec.timeZone
+    if pipeline.spec.startingDeadlineSeconds is not None:
+        spec["startingDeadlineSeconds"] = pipeline.spec.startingDeadlineSeconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": _metadata(pipeline, cronjob_name(pipeline.name, stage), stage),
+        "spec": spec,
+    }
+
+
+def build_children(pipeline: Pipeline) -> list[dict[str, Any]]:
+    """Every child the pipeline should have, in apply order."""
+    children = [build_spec_configmap(pipeline)]
+    pvc = build_warehouse_pvc(pipeline)
+    if pvc is not None:
+        children.append(pvc)
+    children.extend(build_cronjob(pipeline, stage) for stage in pipeline.spec.stages())
+    return children
+
+
+def chained_job_name(pipeline_name: str, stage: str, run_id: str) -> str:
+    """Deterministic, so a retried chain step finds the Job it already created."""
+    digest = hashlib.sha256(run_id.encode()).hexdigest()[:8]
+    return f"{pipeline_name}-{stage}-{digest}"
+
+
+def run_now_job_name(pipeline_name: str, value: str) -> str:
+    digest = hashlib.sha256(value.encode()).hexdigest()[:8]
+    return f"{pipeline_name}-ingest-m{digest}"
+
+
+def build_stage_job(
+    pipeline: Pipeline,
+    stage: Stage,
+    *,
+    name: str,
+    run_id: str,
+    trigger: str,
+    cronjob_uid: str | None,
+) -> dict[str, Any]:
+    """A Job for one stage of a run, owned by the stage's CronJob like `create job --from`.
+
+    Owning it by the CronJob lets the CronJob's history limits clean it up and its
+    `concurrencyPolicy: Forbid` see it; deleting the pipeline still cascades through the CronJob.
+    """
+    job_labels = {**labels(pipeline, stage), LABEL_RUN_ID: run_id, LABEL_TRIGGER: trigger}
+    job_spec = build_job_spec(pipeline, stage)
+    job_spec["template"]["metadata"]["labels"] = dict(job_labels)
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": pipeline.namespace,
+        "labels": job_labels,
+        "annotations": {"duckherd.io/generation": str(pipeline.generation)},
+    }
+    if cronjob_uid:
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": "batch/v1",
+                "kind": "CronJob",
+                "name": cronjob_name(pipeline.name, stage),
+                "uid": cronjob_uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+    else:
+        metadata["ownerReferences"] = [owner_reference(pipeline)]
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}

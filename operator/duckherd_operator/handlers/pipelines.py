@@ -1,0 +1,62 @@
+"""DataPipeline handlers: thin, they validate and delegate to reconcile."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from duckherd.api import GROUP, PLURAL, VERSION
+from duckherd_operator import state
+from duckherd_operator.builders import ANNOTATION_RUN_NOW, run_now_job_name
+from duckherd_operator.reconcile import apply_children, parse_pipeline, start_run_now, sync
+
+RESOURCE = (GROUP, VERSION, PLURAL)
+TIMER_INTERVAL_SECONDS = 30.0
+
+
+async def _reconcile(body: kopf.Body) -> None:
+    parsed = parse_pipeline(dict(body))
+    if parsed.pipeline is not None:
+        await apply_children(state.kube(), parsed.pipeline)
+    await sync(state.kube(), body["metadata"]["namespace"], body["metadata"]["name"])
+
+
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE, field="spec")
+@kopf.on.resume(*RESOURCE)
+async def reconcile_pipeline(body: kopf.Body, **_: Any) -> None:
+    """Children follow the spec; status follows the children."""
+    await _reconcile(body)
+
+
+@kopf.timer(*RESOURCE, interval=TIMER_INTERVAL_SECONDS, initial_delay=TIMER_INTERVAL_SECONDS)
+async def repair_and_refresh(body: kopf.Body, **_: Any) -> None:
+    """Repairs drifted or deleted children and chains missed while the operator was down;
+    refreshes freshness. Writes nothing when nothing changed."""
+    await _reconcile(body)
+
+
+@kopf.on.create(*RESOURCE, annotations={ANNOTATION_RUN_NOW: kopf.PRESENT})
+@kopf.on.update(*RESOURCE, annotations={ANNOTATION_RUN_NOW: kopf.PRESENT})
+async def run_now(
+    body: kopf.Body, old: Any, new: Any, reason: str, logger: kopf.Logger, **_: Any
+) -> None:
+    """`kubectl annotate dp/NAME duckherd.io/run-now=$(date +%s) --overwrite` starts a run.
+
+    The Job name derives from the annotation's value, so a retried handler never starts a
+    second run for the same request, and the annotation can stay (GitOps-friendly)."""
+    value = (new or {}).get("metadata", {}).get("annotations", {}).get(ANNOTATION_RUN_NOW)
+    before = (old or {}).get("metadata", {}).get("annotations", {}).get(ANNOTATION_RUN_NOW)
+    if not value or (reason == "update" and value == before):
+        return
+    parsed = parse_pipeline(dict(body))
+    if parsed.pipeline is None:
+        kopf.warn(body, reason="RunNowIgnored", message="the spec is invalid")
+        return
+    await apply_children(state.kube(), parsed.pipeline)
+    job_name = run_now_job_name(parsed.pipeline.name, value)
+    if await start_run_now(state.kube(), parsed.pipeline, job_name):
+        kopf.info(body, reason="RunStarted", message=f"manual run {job_name}")
+        logger.info("manual run %s started", job_name)
+    await sync(state.kube(), parsed.pipeline.namespace, parsed.pipeline.name)

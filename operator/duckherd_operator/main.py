@@ -1,0 +1,20 @@
+"""`duckherd operator`: Kopf in standalone mode (one replica, no peering objects)."""
+
+from __future__ import annotations
+
+import prometheus_client
+
+
+def run(*, namespaces: list[str], liveness: str, metrics_port: int) -> None:
+    import kopf
+
+    import duckherd_operator.handlers  # noqa: F401  (registers the handlers)
+
+    if metrics_port:
+        prometheus_client.start_http_server(metrics_port)
+    kopf.run(
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=liveness,
+    )

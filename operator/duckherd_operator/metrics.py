@@ -1,0 +1,16 @@
+"""Prometheus metrics of the operator process."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+CHILDREN_APPLIED = Counter(
+    "duckherd_children_applied_total", "Times a pipeline's children were server-side applied."
+)
+STAGES_STARTED = Counter(
+    "duckherd_stages_started_total", "Stage Jobs started by chaining.", ["stage"]
+)
+STATUS_PATCHES = Counter(
+    "duckherd_status_patches_total", "Status patches written (only on change)."
+)
+SYNC_ERRORS = Counter("duckherd_sync_errors_total", "Reconciliations that raised.")
