@@ -57,7 +57,7 @@ def _structural(node: dict[str, Any], path: str) -> dict[str, Any]:
             raise SchemaError(f"{path}: unions other than Optional[X] are not structural")
         # Kubernetes drops nulls of nullable fields at admission; optional fields stay optional
         # by not being required, so `nullable` is only added where null means something.
-        node = {**options[0], **node}
+        node = {k: v for k, v in {**options[0], **node}.items() if k not in _DROPPED_KEYS}
     if "const" in node:
         node["enum"] = [node.pop("const")]
     kind = node.get("type")

@@ -1,0 +1,84 @@
+"""The API models accept good manifests and reject bad ones naming the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from duckherd.api import DataPipelineSpec, SecretKeyRef, SecretNotFound, iter_secret_refs
+from tests.unit.manifests import VALID_SPEC, spec
+
+
+def test_valid_spec_parses_with_defaults() -> None:
+    parsed = DataPipelineSpec.model_validate(VALID_SPEC)
+    assert parsed.stages() == ["ingest", "transform", "check", "publish"]
+    assert parsed.storage.retainOnDelete is True
+    assert parsed.sources[0].kind == "http"
+    assert parsed.sources[1].kind == "postgres"
+    assert parsed.sources[1].writeDisposition == "append"
+
+
+def test_stages_follow_the_spec() -> None:
+    minimal = {"schedule": "@daily", "sources": [{"name": "a", "file": {"path": "/x", "format": "csv"}}]}
+    assert DataPipelineSpec.model_validate(minimal).stages() == ["ingest"]
+
+
+def _error(body: dict[str, Any]) -> str:
+    with pytest.raises(ValidationError) as caught:
+        DataPipelineSpec.model_validate(body)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (spec(schedule="every day"), "invalid cron expression"),
+        (spec(timeZone="Mars/Olympus"), "unknown time zone"),
+        (spec(sources=[]), "sources"),
+        (
+            spec(sources=[{"name": "a"}]),
+            "set exactly one of http, postgres, file",
+        ),
+        (
+            spec(
+                sources=[
+                    {"name": "a", "file": {"path": "/a", "format": "csv"}},
+                    {"name": "a", "file": {"path": "/b", "format": "csv"}},
+                ]
+            ),
+            "duplicate names a",
+        ),
+        (
+            spec(sources=[{"name": "a", "writeDisposition": "merge", "file": {"path": "/a", "format": "csv"}}]),
+            "merge needs it",
+        ),
+        (spec(sources=[{"name": "Bad-Name", "file": {"path": "/a", "format": "csv"}}]), "name"),
+        (spec(storage={"existingClaim": "data", "size": "1Gi"}), "existingClaim excludes"),
+        (spec(freshness={"warnAfter": "48h", "errorAfter": "1h"}), "errorAfter"),
+        (spec(freshness={"warnAfter": "2 days"}), "warnAfter"),
+        (spec(surprise=True), "surprise"),
+        (
+            spec(quality={"checks": [{"table": "marts.x", "expectation": "expect_magic"}]}),
+            "expectation",
+        ),
+    ],
+)
+def test_invalid_specs_name_the_problem(body: dict[str, Any], expected: str) -> None:
+    assert expected in _error(body)
+
+
+def test_secret_refs_resolve_from_env_without_leaking_values() -> None:
+    parsed = DataPipelineSpec.model_validate(VALID_SPEC)
+    refs = iter_secret_refs(parsed)
+    assert [r.env_name for r in refs] == [
+        "DUCKHERD_SECRET_CRM_API_TOKEN",
+        "DUCKHERD_SECRET_SHOP_DB_DSN",
+        "DUCKHERD_SECRET_CACHE_URL",
+    ]
+    ref = SecretKeyRef(name="crm-api", key="token")
+    assert ref.resolve({"DUCKHERD_SECRET_CRM_API_TOKEN": "s3cret"}) == "s3cret"
+    with pytest.raises(SecretNotFound, match="crm-api/token") as caught:
+        ref.resolve({})
+    assert "s3cret" not in str(caught.value)
