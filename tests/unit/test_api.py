@@ -21,7 +21,10 @@ def test_valid_spec_parses_with_defaults() -> None:
 
 
 def test_stages_follow_the_spec() -> None:
-    minimal = {"schedule": "@daily", "sources": [{"name": "a", "file": {"path": "/x", "format": "csv"}}]}
+    minimal = {
+        "schedule": "@daily",
+        "sources": [{"name": "a", "file": {"path": "/x", "format": "csv"}}],
+    }
     assert DataPipelineSpec.model_validate(minimal).stages() == ["ingest"]
 
 
@@ -51,7 +54,15 @@ def _error(body: dict[str, Any]) -> str:
             "duplicate names a",
         ),
         (
-            spec(sources=[{"name": "a", "writeDisposition": "merge", "file": {"path": "/a", "format": "csv"}}]),
+            spec(
+                sources=[
+                    {
+                        "name": "a",
+                        "writeDisposition": "merge",
+                        "file": {"path": "/a", "format": "csv"},
+                    }
+                ]
+            ),
             "merge needs it",
         ),
         (spec(sources=[{"name": "Bad-Name", "file": {"path": "/a", "format": "csv"}}]), "name"),

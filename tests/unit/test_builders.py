@@ -1,0 +1,131 @@
+"""Builders return the children a pipeline should have; golden files pin them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from duckherd.api import DataPipelineSpec
+from duckherd_operator.builders import (
+    Pipeline,
+    build_children,
+    build_stage_job,
+    build_warehouse_pvc,
+    chained_job_name,
+)
+from tests.unit.manifests import spec
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def _pipeline(**overrides: Any) -> Pipeline:
+    return Pipeline(
+        name="shop",
+        namespace="analytics",
+        uid="uid-1",
+        generation=3,
+        spec=DataPipelineSpec.model_validate(spec(**overrides)),
+        image="localhost/duckherd:dev",
+    )
+
+
+def _check_golden(name: str, documents: list[dict[str, Any]]) -> None:
+    text = yaml.safe_dump_all(documents, sort_keys=True)
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert path.read_text() == text, f"{name} drifted; UPDATE_GOLDEN=1 rewrites it after review"
+
+
+def test_children_match_golden() -> None:
+    _check_golden("children.yaml", build_children(_pipeline()))
+
+
+def test_chained_job_matches_golden() -> None:
+    job = build_stage_job(
+        _pipeline(),
+        "transform",
+        name=chained_job_name("shop", "transform", "shop-ingest-29000000"),
+        run_id="shop-ingest-29000000",
+        trigger="Schedule",
+        cronjob_uid="cron-uid",
+    )
+    _check_golden("chained-job.yaml", [job])
+
+
+def test_every_pod_is_restricted_and_reads_results_without_api_access() -> None:
+    for child in build_children(_pipeline()):
+        if child["kind"] != "CronJob":
+            continue
+        pod = child["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        container = pod["containers"][0]
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+        assert child["spec"]["concurrencyPolicy"] == "Forbid"
+
+
+def test_secrets_reach_pods_only_as_secret_key_refs() -> None:
+    children = build_children(_pipeline())
+    text = yaml.safe_dump_all(children)
+    cronjob = next(c for c in children if c["kind"] == "CronJob")
+    env = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    token = next(e for e in env if e["name"] == "DUCKHERD_SECRET_CRM_API_TOKEN")
+    assert token["valueFrom"] == {"secretKeyRef": {"name": "crm-api", "key": "token"}}
+    assert "value" not in token
+    assert "s3cret" not in text
+
+
+def test_only_ingest_is_scheduled_unless_transform_has_its_own() -> None:
+    schedules = {
+        c["metadata"]["name"]: (c["spec"]["schedule"], c["spec"]["suspend"])
+        for c in build_children(_pipeline())
+        if c["kind"] == "CronJob"
+    }
+    assert schedules["shop-ingest"] == ("0 6 * * *", False)
+    assert schedules["shop-transform"][1] is True
+    own = _pipeline(transform={"dbt": {"schedule": "30 7 * * *"}})
+    transform = next(c for c in build_children(own) if c["metadata"]["name"] == "shop-transform")
+    assert (transform["spec"]["schedule"], transform["spec"]["suspend"]) == ("30 7 * * *", False)
+
+
+def test_suspend_suspends_the_scheduled_stages() -> None:
+    cronjobs = [c for c in build_children(_pipeline(suspend=True)) if c["kind"] == "CronJob"]
+    assert all(c["spec"]["suspend"] for c in cronjobs)
+
+
+@pytest.mark.parametrize(
+    ("storage", "owned", "claim"),
+    [
+        ({"size": "2Gi"}, False, "shop-warehouse"),
+        ({"retainOnDelete": False}, True, "shop-warehouse"),
+    ],
+)
+def test_pvc_is_retained_unless_asked(storage: dict[str, Any], owned: bool, claim: str) -> None:
+    pvc = build_warehouse_pvc(_pipeline(storage=storage))
+    assert pvc is not None
+    assert pvc["metadata"]["name"] == claim
+    assert ("ownerReferences" in pvc["metadata"]) is owned
+
+
+def test_existing_claim_is_used_not_created() -> None:
+    pipeline = _pipeline(storage={"existingClaim": "shared-data"})
+    assert build_warehouse_pvc(pipeline) is None
+    cronjob = next(c for c in build_children(pipeline) if c["kind"] == "CronJob")
+    volumes = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["volumes"]
+    claim = next(v for v in volumes if v["name"] == "warehouse")
+    assert claim["persistentVolumeClaim"]["claimName"] == "shared-data"
+
+
+def test_chained_job_names_are_deterministic_and_short() -> None:
+    first = chained_job_name("a" * 42, "transform", "run-1")
+    assert first == chained_job_name("a" * 42, "transform", "run-1")
+    assert first != chained_job_name("a" * 42, "transform", "run-2")
+    assert len(first) <= 63

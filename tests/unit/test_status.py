@@ -1,0 +1,164 @@
+"""Status and conditions: computed purely, stable at steady state, honest on failure."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from duckherd.api import Condition, DataPipelineSpec, DataPipelineStatus
+from duckherd.status import (
+    Problem,
+    RunObservation,
+    StageObservation,
+    compute_status,
+    get_condition,
+    set_condition,
+)
+from duckherd.summary import CheckResult, ChecksSummary, StageSummary, TableSummary
+from tests.unit.manifests import spec
+
+NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
+SPEC = DataPipelineSpec.model_validate(spec())
+
+
+def test_last_transition_time_moves_only_on_a_flip() -> None:
+    first = set_condition(
+        [], type="Ready", status="False", reason="A", message="a", generation=1, now=NOW
+    )
+    later = NOW + timedelta(hours=1)
+    same = set_condition(
+        first, type="Ready", status="False", reason="B", message="b", generation=2, now=later
+    )
+    assert same[0].lastTransitionTime == first[0].lastTransitionTime
+    assert same[0].reason == "B" and same[0].observedGeneration == 2
+    flipped = set_condition(
+        same, type="Ready", status="True", reason="C", message="c", generation=2, now=later
+    )
+    assert flipped[0].lastTransitionTime == "2026-11-26T09:00:00Z"
+
+
+def ingest(ok: bool = True, loaded_at: str = "2026-11-26T07:00:00Z") -> StageObservation:
+    summary = StageSummary(
+        stage="ingest",
+        ok=ok,
+        tables={"raw.customers": TableSummary(rows=100, loaded=10, loadedAt=loaded_at)},
+        finishedAt=loaded_at,
+        error=None if ok else "HTTPStatusError: 500 from http://demo/customers",
+    )
+    return StageObservation(
+        stage="ingest",
+        job="shop-ingest-1",
+        state="Succeeded" if ok else "Failed",
+        completion_time=loaded_at,
+        summary=summary,
+    )
+
+
+def check(failed: int) -> StageObservation:
+    results = [CheckResult(name="customer_id not null", severity="error", success=failed == 0)]
+    summary = StageSummary(
+        stage="check",
+        ok=failed == 0,
+        checks=ChecksSummary(passed=1 - failed, failed=failed, results=results),
+    )
+    return StageObservation(
+        stage="check", job="c", state="Succeeded" if not failed else "Failed", summary=summary
+    )
+
+
+def status_of(*stages: StageObservation, now: datetime = NOW) -> DataPipelineStatus:
+    return compute_status(
+        spec=SPEC,
+        generation=3,
+        previous=DataPipelineStatus(),
+        run=RunObservation(run_id="r1", trigger="Schedule", stages=stages),
+        now=now,
+    )
+
+
+def test_a_running_first_run_is_not_ready() -> None:
+    status = status_of(ingest())
+    assert status.lastRun is not None and status.lastRun.result == "Running"
+    assert [s.result for s in status.lastRun.stages] == [
+        "Succeeded",
+        "Pending",
+        "Pending",
+        "Pending",
+    ]
+    ready = get_condition(status.conditions, "Ready")
+    assert ready is not None and (ready.status, ready.reason) == ("False", "FirstRunInProgress")
+    assert status.tables[0].rows == 100 and status.totalRows == 100
+    assert status.freshness is not None and status.freshness.state == "Fresh"
+    assert status.observedGeneration == 3
+
+
+def test_a_failed_source_gives_ready_false_with_the_cause() -> None:
+    status = status_of(ingest(ok=False))
+    ready = get_condition(status.conditions, "Ready")
+    assert ready is not None and ready.status == "False" and ready.reason == "RunFailed"
+    assert "HTTPStatusError: 500" in ready.message
+    assert status.tables == []
+
+
+def test_failed_checks_block_publish() -> None:
+    stages = (
+        ingest(),
+        StageObservation(
+            stage="transform",
+            job="t",
+            state="Succeeded",
+            summary=StageSummary(stage="transform", ok=True),
+        ),
+        check(failed=1),
+    )
+    status = status_of(*stages)
+    assert status.lastRun is not None
+    publish = status.lastRun.stages[-1]
+    assert publish.result == "Blocked" and "customer_id not null" in (publish.message or "")
+    checks = get_condition(status.conditions, "ChecksPassed")
+    assert checks is not None and checks.reason == "ChecksFailed"
+    published = get_condition(status.conditions, "Published")
+    assert published is not None and published.reason == "PublishBlocked"
+
+
+def test_freshness_goes_warn_then_stale() -> None:
+    assert status_of(ingest(), now=NOW + timedelta(hours=30)).freshness.state == "Warn"  # type: ignore[union-attr]
+    stale = status_of(ingest(), now=NOW + timedelta(hours=50))
+    assert stale.freshness is not None and stale.freshness.state == "Stale"
+    fresh = get_condition(stale.conditions, "Fresh")
+    assert fresh is not None and fresh.reason == "Stale"
+
+
+def test_the_same_inputs_give_the_same_status() -> None:
+    first = status_of(ingest())
+    again = compute_status(
+        spec=SPEC,
+        generation=3,
+        previous=first,
+        run=RunObservation(run_id="r1", trigger="Schedule", stages=(ingest(),)),
+        now=NOW + timedelta(minutes=5),
+    )
+    assert again == first
+
+
+def test_an_invalid_spec_keeps_the_rest_of_status() -> None:
+    before = status_of(ingest())
+    after = compute_status(
+        spec=None,
+        generation=4,
+        previous=before,
+        run=None,
+        now=NOW,
+        problem=Problem("InvalidSpec", "spec.schedule: invalid cron expression 'x'"),
+    )
+    ready = get_condition(after.conditions, "Ready")
+    assert ready is not None and ready.reason == "InvalidSpec"
+    assert "spec.schedule" in ready.message
+    assert after.tables == before.tables
+
+
+def test_conditions_follow_metav1_condition() -> None:
+    status = status_of(ingest())
+    for condition in status.conditions:
+        Condition.model_validate(condition.model_dump())
+        assert condition.reason[0].isupper() and " " not in condition.reason
+    assert {c.type for c in status.conditions} >= {"Ready", "Fresh", "ChecksPassed", "Suspended"}
