@@ -49,6 +49,7 @@ from duckherd_operator.kube import Kube, collection_path, object_path
 log = logging.getLogger("duckherd.operator")
 
 _locks: dict[tuple[str, str], asyncio.Lock] = {}
+_OPEN = ("Pending", "Running")
 
 
 def pipeline_lock(namespace: str, name: str) -> asyncio.Lock:
@@ -170,14 +171,14 @@ def observe_run(
         state = job.state
         if not job.active:
             summary, problem = _summary_from_pods(job, pods_by_job.get(job.name, []))
-            if summary is None and problem is None and job.name in earlier:
-                kept = earlier[job.name]
-                if kept.result not in ("Pending", "Running"):
-                    state, problem = kept.result, kept.message
-            elif summary is None and problem is None:
-                problem = "no termination message (pod gone)" if state == "Failed" else None
-            if problem is not None and state == "Succeeded":
+            kept = earlier.get(job.name)
+            if summary is None and problem is None and kept and kept.result not in _OPEN:
+                # The pod is gone (history limits); what status recorded is still true.
+                state, problem = kept.result, kept.message
+            elif summary is None:
+                # A finished stage must explain itself: no readable summary is a failure.
                 state = "Failed"
+                problem = problem or "no termination message (the pod is gone)"
         stages.append(
             StageObservation(
                 stage=job.stage,

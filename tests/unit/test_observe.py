@@ -1,0 +1,77 @@
+"""Reading stage results from terminated Pods into a run observation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from duckherd.api import DataPipelineStatus, RunStatus, StageResult
+from duckherd_operator.chain import JobView, Run
+from duckherd_operator.reconcile import observe_run
+
+
+def _job(state: str) -> JobView:
+    return JobView(
+        name="shop-ingest-1",
+        stage="ingest",
+        run_id="r1",
+        labelled=True,
+        trigger="Schedule",
+        created="t1",
+        state=state,
+    )
+
+
+def _pod(message: str | None, exit_code: int = 0) -> dict[str, Any]:
+    terminated: dict[str, Any] = {"exitCode": exit_code, "finishedAt": "2026-11-26T06:01:00Z"}
+    if message is not None:
+        terminated["message"] = message
+    return {
+        "metadata": {"name": "shop-ingest-1-abcde", "labels": {"job-name": "shop-ingest-1"}},
+        "status": {"containerStatuses": [{"state": {"terminated": terminated}}]},
+    }
+
+
+def _observe(
+    state: str, pods: list[dict[str, Any]], previous: DataPipelineStatus | None = None
+) -> Any:
+    run = Run(run_id="r1", trigger="Schedule", jobs=(_job(state),))
+    return observe_run(run, {"shop-ingest-1": pods}, previous or DataPipelineStatus()).stages[0]
+
+
+def test_a_valid_summary_is_read() -> None:
+    stage = _observe(
+        "Succeeded", [_pod('{"stage":"ingest","ok":true,"tables":{"raw.a":{"rows":5}}}')]
+    )
+    assert stage.state == "Succeeded"
+    assert stage.summary is not None and stage.summary.tables["raw.a"].rows == 5
+
+
+def test_a_garbled_message_fails_the_stage_with_a_clear_message() -> None:
+    stage = _observe("Succeeded", [_pod("Segmentation fault {")])
+    assert stage.state == "Failed"
+    assert "not JSON" in stage.message and "exit 0" in stage.message
+
+
+def test_an_empty_message_fails_the_stage() -> None:
+    stage = _observe("Failed", [_pod(None, exit_code=137)])
+    assert stage.state == "Failed" and "empty termination message" in stage.message
+
+
+def test_a_gone_pod_keeps_the_recorded_result() -> None:
+    previous = DataPipelineStatus(
+        lastRun=RunStatus(
+            id="r1",
+            trigger="Schedule",
+            result="Succeeded",
+            stages=[
+                StageResult(stage="ingest", job="shop-ingest-1", result="Succeeded", message="ok")
+            ],
+        )
+    )
+    stage = _observe("Succeeded", [], previous)
+    assert (stage.state, stage.message) == ("Succeeded", "ok")
+
+
+def test_a_gone_pod_without_a_record_is_a_failure_not_a_success() -> None:
+    stage = _observe("Succeeded", [])
+    assert stage.state == "Failed" and "pod is gone" in stage.message
