@@ -1,0 +1,241 @@
+"""The typed description of the Helm chart's values, and the generator of values.schema.json.
+
+`python hack/chart_schema.py --write` refreshes charts/duckherd/values.schema.json;
+`tests/unit/test_chart.py` fails when the file drifts from these models, when values.yaml
+does not validate against them, or when a values.yaml key is not documented.
+
+Helm validates values (install, upgrade, template, lint) against JSON Schema; pydantic emits
+draft 2020-12 with `$defs`/`$ref` and `anyOf [X, null]`, which is turned here into a
+self-contained draft-07 document (refs inlined) so that every Helm 3 version reads it alike.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CHART_DIR = REPO_ROOT / "charts" / "duckherd"
+SCHEMA_FILE = CHART_DIR / "values.schema.json"
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
+
+
+class Values(BaseModel):
+    """Base: unknown keys are typos, so they are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Crds(Values):
+    enabled: bool = Field(
+        default=True,
+        description="Install and upgrade the DataPipeline CRD with the chart.",
+    )
+    keep: bool = Field(
+        default=True,
+        description=(
+            "Annotate the CRD with helm.sh/resource-policy: keep, so that `helm uninstall` "
+            "does not delete it (and with it every DataPipeline)."
+        ),
+    )
+
+
+class Image(Values):
+    repository: str = Field(
+        default="ghcr.io/duckherd/duckherd",
+        min_length=1,
+        description="Image repository, used by the operator and by every stage pod.",
+    )
+    tag: str = Field(default="", description="Image tag (default: the chart's appVersion).")
+    digest: str = Field(
+        default="",
+        pattern=r"^(sha256:[a-f0-9]{64})?$",
+        description="Image digest; when set it pins the image instead of the tag.",
+    )
+    pullPolicy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        default="IfNotPresent", description="Pull policy of the operator and the stage pods."
+    )
+
+
+class LocalObjectReference(Values):
+    name: str = Field(pattern=DNS_LABEL, description="Name of a Secret.")
+
+
+class ServiceAccount(Values):
+    create: bool = Field(default=True, description="Create the operator's ServiceAccount.")
+    name: str = Field(default="", description="Its name (default: the release's full name).")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Its annotations.")
+    automountServiceAccountToken: bool = Field(
+        default=True, description="Mount the token; the operator talks to the API server."
+    )
+
+
+class Rbac(Values):
+    create: bool = Field(default=True, description="Create the operator's (Cluster)Roles.")
+
+
+class MetricsService(Values):
+    enabled: bool = Field(default=True, description="Create a Service for the metrics port.")
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
+        default="ClusterIP", description="Service type."
+    )
+    annotations: dict[str, str] = Field(default_factory=dict, description="Its annotations.")
+
+
+class Metrics(Values):
+    enabled: bool = Field(default=True, description="Serve Prometheus metrics.")
+    port: int = Field(default=9090, ge=1, le=65535, description="Metrics port.")
+    service: MetricsService = Field(
+        default_factory=MetricsService, description="The metrics Service."
+    )
+
+
+class LivenessProbe(Values):
+    enabled: bool = Field(default=True, description="Probe Kopf's /healthz endpoint.")
+    port: int = Field(default=8080, ge=1, le=65535, description="Port of the endpoint.")
+    initialDelaySeconds: int = Field(default=10, ge=0, description="Delay before the first probe.")
+    periodSeconds: int = Field(default=10, ge=1, description="Probe interval.")
+    timeoutSeconds: int = Field(default=5, ge=1, description="Probe timeout.")
+    failureThreshold: int = Field(default=6, ge=1, description="Failures before a restart.")
+
+
+class ResourceList(Values):
+    model_config = ConfigDict(extra="allow")
+
+    cpu: str | int | None = Field(default=None, description="CPU quantity.")
+    memory: str | None = Field(default=None, pattern=QUANTITY, description="Memory quantity.")
+
+
+class Resources(Values):
+    requests: ResourceList = Field(default_factory=ResourceList, description="Requested resources.")
+    limits: ResourceList = Field(default_factory=ResourceList, description="Resource limits.")
+
+
+class EnvVar(Values):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1, description="Variable name.")
+    value: str | None = Field(default=None, description="Value.")
+
+
+class ChartValues(Values):
+    """Everything `values.yaml` may set."""
+
+    global_: dict[str, Any] = Field(
+        default_factory=dict,
+        alias="global",
+        description="Reserved for values shared with a parent chart.",
+    )
+    nameOverride: str = Field(default="", description="Replaces the chart name in resource names.")
+    fullnameOverride: str = Field(default="", description="Replaces the full resource name.")
+    commonLabels: dict[str, str] = Field(
+        default_factory=dict, description="Labels added to every resource."
+    )
+    crds: Crds = Field(default_factory=Crds, description="The DataPipeline CRD.")
+    image: Image = Field(default_factory=Image, description="The Duckherd image.")
+    imagePullSecrets: list[LocalObjectReference] = Field(
+        default_factory=list, description="Secrets to pull the operator image with."
+    )
+    watchNamespaces: list[Annotated[str, Field(pattern=DNS_LABEL, max_length=63)]] = Field(
+        default_factory=list,
+        description="Namespaces to watch; empty: every namespace (cluster-wide RBAC).",
+    )
+    serviceAccount: ServiceAccount = Field(
+        default_factory=ServiceAccount, description="The operator's ServiceAccount."
+    )
+    rbac: Rbac = Field(default_factory=Rbac, description="RBAC objects.")
+    metrics: Metrics = Field(default_factory=Metrics, description="Prometheus metrics.")
+    livenessProbe: LivenessProbe = Field(
+        default_factory=LivenessProbe, description="The operator's liveness probe."
+    )
+    resources: Resources = Field(
+        default_factory=Resources, description="The operator container's resources."
+    )
+    extraArgs: list[str] = Field(
+        default_factory=list, description="Extra arguments for `duckherd operator`."
+    )
+    extraEnv: list[EnvVar] = Field(
+        default_factory=list, description="Extra environment variables of the operator."
+    )
+    podAnnotations: dict[str, str] = Field(
+        default_factory=dict, description="Annotations of the operator Pod."
+    )
+    podLabels: dict[str, str] = Field(
+        default_factory=dict, description="Labels of the operator Pod."
+    )
+    podSecurityContext: dict[str, Any] = Field(
+        default_factory=dict, description="The operator Pod's securityContext."
+    )
+    containerSecurityContext: dict[str, Any] = Field(
+        default_factory=dict, description="The operator container's securityContext."
+    )
+    priorityClassName: str = Field(default="", description="PriorityClass of the operator Pod.")
+    nodeSelector: dict[str, str] = Field(
+        default_factory=dict, description="Node selector of the operator Pod."
+    )
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list, description="Tolerations of the operator Pod."
+    )
+    affinity: dict[str, Any] = Field(
+        default_factory=dict, description="Affinity of the operator Pod."
+    )
+
+
+def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_inline_refs(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = copy.deepcopy(defs[node["$ref"].rsplit("/", 1)[-1]])
+        return _inline_refs({**target, **{k: v for k, v in node.items() if k != "$ref"}}, defs)
+    return {key: _inline_refs(value, defs) for key, value in node.items() if key != "$defs"}
+
+
+def _draft7(node: Any) -> Any:
+    """Drop pydantic's titles and defaults (values.yaml holds the defaults); keep the rest."""
+    if isinstance(node, list):
+        return [_draft7(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    cleaned: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in {"title", "default"}:
+            continue
+        if key == "properties":
+            cleaned[key] = {name: _draft7(sub) for name, sub in value.items()}
+        else:
+            cleaned[key] = _draft7(value)
+    return cleaned
+
+
+def build_schema() -> dict[str, Any]:
+    """The values.schema.json document."""
+    raw = ChartValues.model_json_schema(by_alias=True, mode="validation")
+    schema = _draft7(_inline_refs(raw, raw.get("$defs", {})))
+    return {"$schema": "http://json-schema.org/draft-07/schema#", **schema}
+
+
+def render_schema() -> str:
+    return json.dumps(build_schema(), indent=2, sort_keys=False) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    text = render_schema()
+    if "--write" in argv:
+        SCHEMA_FILE.write_text(text)
+        print(f"wrote {SCHEMA_FILE.relative_to(REPO_ROOT)}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,367 @@
+"""The Helm chart: values schema drift, documented values, and what `helm template` renders.
+
+The rendering checks need a helm binary (PATH, $HELM, or the cluster build cache of
+hack/cluster); without one they are reported as skipped, never as passed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+from duckherd.crd import build_crd
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "charts" / "duckherd"
+
+
+def _load_chart_schema() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "chart_schema", REPO_ROOT / "hack/chart_schema.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["chart_schema"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+chart_schema = _load_chart_schema()
+
+
+def _values_text() -> str:
+    return (CHART / "values.yaml").read_text()
+
+
+# --------------------------------------------------------------------------- values & schema
+
+
+def test_values_schema_matches_the_typed_description() -> None:
+    committed = (CHART / "values.schema.json").read_text()
+    assert committed == chart_schema.render_schema(), (
+        "charts/duckherd/values.schema.json drifted: run `python hack/chart_schema.py --write`"
+    )
+
+
+def test_values_yaml_validates_against_the_typed_description() -> None:
+    chart_schema.ChartValues.model_validate(yaml.safe_load(_values_text()))
+
+
+def test_typed_description_rejects_unknown_keys_and_wrong_types() -> None:
+    values = yaml.safe_load(_values_text())
+    with pytest.raises(ValueError, match="imagee"):
+        chart_schema.ChartValues.model_validate({**values, "imagee": {}})
+    with pytest.raises(ValueError, match=r"image\.pullPolicy"):
+        chart_schema.ChartValues.model_validate(
+            {**values, "image": {**values["image"], "pullPolicy": "Sometimes"}}
+        )
+
+
+def _schema_paths(schema: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    for name, sub in schema.get("properties", {}).items():
+        path = f"{prefix}{name}"
+        yield path
+        yield from _schema_paths(sub, f"{path}.")
+
+
+def _yaml_paths(node: Any, prefix: str = "") -> Iterator[str]:
+    if isinstance(node, dict):
+        for name, sub in node.items():
+            path = f"{prefix}{name}"
+            yield path
+            yield from _yaml_paths(sub, f"{path}.")
+
+
+def test_values_yaml_sets_every_key_the_schema_knows() -> None:
+    in_yaml = set(_yaml_paths(yaml.safe_load(_values_text())))
+    schema = chart_schema.build_schema()
+    # Open maps (requests/limits, security contexts) may hold keys the schema does not list.
+    missing = {path for path in _schema_paths(schema) if path not in in_yaml}
+    assert not missing - {"resources.requests.memory", "resources.limits.cpu"}, missing
+
+
+def test_every_values_yaml_key_has_a_comment_above_it() -> None:
+    lines = _values_text().splitlines()
+    key_line = re.compile(r"^\s*([A-Za-z][A-Za-z0-9]*):")
+    undocumented = [
+        line.strip()
+        for previous, line in zip(["", *lines], lines, strict=False)
+        if key_line.match(line) and not previous.strip().startswith("#")
+    ]
+    assert not undocumented, f"values.yaml keys without a comment above: {undocumented}"
+
+
+# --------------------------------------------------------------------------- helm
+
+
+def _cluster_k8s_version() -> str:
+    versions = (REPO_ROOT / "hack/cluster/versions.sh").read_text()
+    found = re.search(r"^K8S_VERSION=(\S+)", versions, re.MULTILINE)
+    assert found, "hack/cluster/versions.sh names no K8S_VERSION"
+    return found.group(1)
+
+
+# Offline rendering and linting target the Kubernetes version the e2e cluster runs, instead of
+# the default a helm binary was built with (v1.20 unless its build sets it by ldflags).
+KUBE_VERSION = _cluster_k8s_version()
+KUBE_FLAGS = ("--kube-version", KUBE_VERSION)
+
+
+def _find_helm() -> str | None:
+    explicit = os.environ.get("HELM")
+    if explicit:
+        return explicit
+    on_path = shutil.which("helm")
+    if on_path:
+        return on_path
+    cache = Path(os.environ.get("DUCKHERD_CLUSTER_CACHE", "/var/cache/duckherd-cluster"))
+    candidate = cache / KUBE_VERSION / "bin" / "helm"
+    return str(candidate) if candidate.is_file() else None
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    found = _find_helm()
+    if found is None:
+        pytest.skip("no helm binary (PATH, $HELM or hack/cluster's build cache)")
+    return found
+
+
+def _run_helm(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([helm, *args], capture_output=True, text=True, check=False, timeout=120)
+
+
+def _render(helm: str, *flags: str) -> list[dict[str, Any]]:
+    result = _run_helm(
+        helm, "template", "demo", str(CHART), "--namespace=duckherd", *KUBE_FLAGS, *flags
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def _one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [
+        doc
+        for doc in docs
+        if doc["kind"] == kind and (name is None or doc["metadata"]["name"] == name)
+    ]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    pod = _one(docs, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    return dict(container)
+
+
+def _rules(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    return granted
+
+
+NAMESPACED_GRANTS = {
+    ("duckherd.io", "datapipelines"): {"get", "list", "watch", "patch"},
+    ("duckherd.io", "datapipelines/status"): {"get", "patch", "update"},
+    ("", "configmaps"): {"get", "list", "watch", "create", "patch", "update"},
+    ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "patch", "update"},
+    ("batch", "cronjobs"): {"get", "list", "watch", "create", "patch", "update", "delete"},
+    ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "update", "delete"},
+    ("", "pods"): {"get", "list", "watch"},
+    ("", "events"): {"create", "patch"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+}
+CRD_GRANTS = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
+
+
+def test_helm_lint_strict_is_clean(helm: str) -> None:
+    result = _run_helm(helm, "lint", "--strict", *KUBE_FLAGS, str(CHART))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_crd_is_the_generated_one_kept_on_uninstall(helm: str) -> None:
+    crd = _one(_render(helm), "CustomResourceDefinition")
+    generated = build_crd()
+    assert crd["spec"] == generated["spec"]
+    assert crd["metadata"]["name"] == "datapipelines.duckherd.io"
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+
+
+def test_crd_can_be_left_out_or_left_unkept(helm: str) -> None:
+    assert not [
+        d for d in _render(helm, "--set", "crds.enabled=false") if d["kind"].startswith("Custom")
+    ]
+    crd = _one(_render(helm, "--set", "crds.keep=false"), "CustomResourceDefinition")
+    assert "annotations" not in crd["metadata"]
+
+
+def test_operator_deployment_is_single_recreate_and_restricted(helm: str) -> None:
+    docs = _render(helm)
+    deployment = _one(docs, "Deployment", "demo-duckherd")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "demo-duckherd"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = _container(docs)
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert {"name": "healthz", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+    assert container["resources"]["requests"] == {"cpu": "50m", "memory": "128Mi"}
+    assert container["command"] == ["duckherd", "operator"]
+    assert container["args"] == ["--liveness=http://0.0.0.0:8080/healthz", "--metrics-port=9090"]
+
+
+def test_stage_pods_get_the_operator_image(helm: str) -> None:
+    container = _container(
+        _render(helm, "--set", "image.repository=localhost/duckherd", "--set", "image.tag=dev")
+    )
+    env = {entry["name"]: entry.get("value") for entry in container["env"]}
+    assert container["image"] == "localhost/duckherd:dev"
+    assert env["DUCKHERD_IMAGE"] == "localhost/duckherd:dev"
+    assert env["DUCKHERD_IMAGE_PULL_POLICY"] == "IfNotPresent"
+
+
+def test_image_tag_defaults_to_app_version_and_digest_pins(helm: str) -> None:
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert _container(_render(helm))["image"] == f"ghcr.io/duckherd/duckherd:{app_version}"
+    digest = "sha256:" + "a" * 64
+    pinned = _container(_render(helm, "--set", f"image.digest={digest}"))
+    assert pinned["image"] == f"ghcr.io/duckherd/duckherd@{digest}"
+
+
+def test_cluster_wide_rbac_is_least_privilege(helm: str) -> None:
+    docs = _render(helm)
+    assert not [doc for doc in docs if doc["kind"] in {"Role", "RoleBinding"}]
+    granted = _rules(_one(docs, "ClusterRole"))
+    assert granted == {**NAMESPACED_GRANTS, **CRD_GRANTS, ("", "namespaces"): {"list", "watch"}}
+    binding = _one(docs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == "demo-duckherd"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "demo-duckherd", "namespace": "duckherd"}
+    ]
+
+
+def test_namespaced_rbac_grants_only_the_watched_namespaces(helm: str) -> None:
+    docs = _render(helm, "--set", "watchNamespaces={team-a,team-b}")
+    roles = [doc for doc in docs if doc["kind"] == "Role"]
+    bindings = [doc for doc in docs if doc["kind"] == "RoleBinding"]
+    assert sorted(role["metadata"]["namespace"] for role in roles) == ["team-a", "team-b"]
+    assert sorted(binding["metadata"]["namespace"] for binding in bindings) == ["team-a", "team-b"]
+    for role in roles:
+        assert _rules(role) == NAMESPACED_GRANTS
+    assert _rules(_one(docs, "ClusterRole")) == CRD_GRANTS
+    args = _container(docs)["args"]
+    assert "--namespace=team-a" in args
+    assert "--namespace=team-b" in args
+
+
+def test_no_rule_mentions_secrets(helm: str) -> None:
+    for flags in ((), ("--set", "watchNamespaces={team-a}")):
+        for doc in _render(helm, *flags):
+            if doc["kind"] in {"ClusterRole", "Role"}:
+                resources = {r for rule in doc["rules"] for r in rule["resources"]}
+                assert "secrets" not in resources
+                assert "*" not in resources
+
+
+def test_metrics_service_and_port_follow_the_values(helm: str) -> None:
+    docs = _render(helm, "--set", "metrics.port=9100")
+    service = _one(docs, "Service", "demo-duckherd-metrics")
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9100, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    assert (
+        service["spec"]["selector"] == (_one(docs, "Deployment")["spec"]["selector"]["matchLabels"])
+    )
+    assert "--metrics-port=9100" in _container(docs)["args"]
+    disabled = _render(helm, "--set", "metrics.enabled=false")
+    assert not [doc for doc in disabled if doc["kind"] == "Service"]
+    assert "--metrics-port=0" in _container(disabled)["args"]
+
+
+def test_every_resource_carries_the_standard_labels(helm: str) -> None:
+    for doc in _render(helm, "--set", "commonLabels.team=data"):
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "duckherd", doc["kind"]
+        assert labels["app.kubernetes.io/instance"] == "demo", doc["kind"]
+        assert labels["team"] == "data", doc["kind"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "complaint"),
+    [
+        (("--set", "image.pullPolicy=Sometimes"), "pullPolicy"),
+        (("--set", "imagee.tag=x"), "imagee"),
+        (("--set", "metrics.port=70000"), "port"),
+        (("--set", "watchNamespaces={Team_A}"), "watchNamespaces"),
+        (("--set", "serviceAccount.create=false"), "serviceAccount.name is required"),
+    ],
+)
+def test_bad_values_are_rejected_naming_the_key(
+    helm: str, flags: tuple[str, ...], complaint: str
+) -> None:
+    result = _run_helm(helm, "template", "demo", str(CHART), *KUBE_FLAGS, *flags)
+    assert result.returncode != 0
+    assert complaint in result.stderr
+
+
+def _render_notes(helm: str, tmp_path: Path, *flags: str) -> str:
+    """NOTES.txt as `helm install` prints it, rendered offline by `helm template`.
+
+    `helm install --dry-run` cannot take --kube-version, so the notes are rendered through a
+    ConfigMap template added to a copy of the chart, with the chart's own helpers.
+    """
+    chart = tmp_path / "duckherd"
+    shutil.copytree(CHART, chart)
+    (chart / "templates/NOTES.txt").rename(chart / "files/notes.txt")
+    (chart / "templates/notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n"
+        '  notes: {{ tpl (.Files.Get "files/notes.txt") . | quote }}\n'
+    )
+    result = _run_helm(
+        helm, "template", "demo", str(chart), "--namespace=duckherd", *KUBE_FLAGS, *flags
+    )
+    assert result.returncode == 0, result.stderr
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return str(_one(docs, "ConfigMap", "notes")["data"]["notes"])
+
+
+def test_notes_tell_how_to_apply_the_example(helm: str, tmp_path: Path) -> None:
+    notes = _render_notes(helm, tmp_path)
+    assert "kubectl apply -f examples/customer-analytics/pipeline.yaml" in notes
+    assert "kubectl get datapipelines" in notes
+    assert "kubectl -n duckherd rollout status deployment/demo-duckherd" in notes
+    assert "every namespace" in notes
+
+
+def test_notes_name_the_watched_namespaces(helm: str, tmp_path: Path) -> None:
+    notes = _render_notes(helm, tmp_path, "--set", "watchNamespaces={team-a,team-b}")
+    assert "manages DataPipelines in: team-a, team-b" in notes
+    assert "kubectl apply -n team-a -f examples/customer-analytics/pipeline.yaml" in notes
