@@ -1,0 +1,290 @@
+"""dbt, invoked in-process: a generated profile, a pre-parsed manifest when one fits.
+
+The warehouse is ATTACHed under the fixed catalog name `warehouse` (the main database is
+in-memory) so that compiled relation names do not depend on the file's name: a manifest parsed
+once at image build time then fits every pipeline's warehouse, and pods never parse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from duckherd_jobs.transform.project import project_files
+
+log = logging.getLogger("duckherd.jobs.transform")
+
+PROFILE = "duckherd"
+TARGET = "warehouse"
+CATALOG = "warehouse"
+TARGET_SCHEMA = "main"
+# Bump when the profile's shape changes: prepared manifests depend on it (database, schema).
+PROFILE_SHAPE = 1
+PREPARED_DIR = "target"
+PARTIAL_PARSE_FILE = "partial_parse.msgpack"
+FINGERPRINT_FILE = "duckherd-prepared.json"
+_LOCK_ERRORS = ("Could not set lock", "Conflicting lock")
+
+
+@dataclass(frozen=True)
+class DbtInvocation:
+    """One `dbt build` against the warehouse."""
+
+    project: Path
+    warehouse: Path
+    workdir: Path
+    select: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    vars: Mapping[str, Any] = field(default_factory=dict)
+    full_refresh: bool = False
+    threads: int = 1
+    command: str = "build"
+
+
+@dataclass(frozen=True)
+class DbtNodeResult:
+    """What dbt reported for one node."""
+
+    unique_id: str
+    resource_type: str
+    name: str
+    relation: str  # schema.alias
+    materialized: str
+    status: str
+    message: str
+
+
+@dataclass(frozen=True)
+class DbtOutcome:
+    success: bool
+    nodes: list[DbtNodeResult]
+    error: str | None
+    used_prepared_manifest: bool
+
+
+# --------------------------------------------------------------------------- profile
+
+
+def write_profile(directory: Path, warehouse: Path, threads: int) -> Path:
+    """profiles.yml for the warehouse; returns its directory."""
+    directory.mkdir(parents=True, exist_ok=True)
+    spill = directory / "duckdb-spill"
+    profile = {
+        PROFILE: {
+            "target": TARGET,
+            "outputs": {
+                TARGET: {
+                    "type": "duckdb",
+                    "path": ":memory:",
+                    "database": CATALOG,
+                    "schema": TARGET_SCHEMA,
+                    "threads": threads,
+                    "attach": [{"path": str(warehouse.resolve()), "alias": CATALOG}],
+                    # Naive timestamps read as UTC whatever the host's zone; spill to the temp
+                    # dir (the in-memory main database would spill into the cwd; pods may
+                    # only write /tmp).
+                    "settings": {"TimeZone": "UTC", "temp_directory": str(spill)},
+                }
+            },
+        }
+    }
+    (directory / "profiles.yml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    return directory
+
+
+# --------------------------------------------------------------------------- prepared manifest
+
+
+def project_fingerprint(project: Path) -> str:
+    """Identifies a project's sources, its location and the dbt that parsed it."""
+    digest = hashlib.sha256()
+    for part in (
+        version("dbt-core"),
+        version("dbt-duckdb"),
+        str(PROFILE_SHAPE),
+        str(project.resolve()),
+    ):
+        digest.update(part.encode() + b"\0")
+    for relative in project_files(project):
+        digest.update(str(relative).encode() + b"\0")
+        digest.update(hashlib.sha256((project / relative).read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def prepare_project(path: Path) -> Path:
+    """Parse a project once (image build time) so that stage pods never parse it.
+
+    Writes `<path>/target/partial_parse.msgpack` and a fingerprint of the sources; a run uses
+    the manifest only while the fingerprint matches and the pipeline sets no dbt vars.
+    """
+    project = path.resolve()
+    target = project / PREPARED_DIR
+    with tempfile.TemporaryDirectory(prefix="duckherd-dbt-") as directory:
+        scratch = Path(directory)
+        profiles = write_profile(scratch / "profile", scratch / "parse.duckdb", threads=1)
+        args = [
+            "parse",
+            *_common_args(project, profiles, target, scratch / "logs"),
+        ]
+        result = _runner(None).invoke(args)
+        if not result.success:
+            raise RuntimeError(f"dbt parse of {project} failed: {result.exception}")
+    (target / FINGERPRINT_FILE).write_text(
+        json.dumps({"fingerprint": project_fingerprint(project)}) + "\n"
+    )
+    return target / PARTIAL_PARSE_FILE
+
+
+def load_prepared_manifest(project: Path, cli_vars: Mapping[str, Any]) -> Any | None:
+    """The pre-parsed manifest, if it was made from exactly these sources; else None."""
+    prepared = project / PREPARED_DIR
+    fingerprint_file = prepared / FINGERPRINT_FILE
+    manifest_file = prepared / PARTIAL_PARSE_FILE
+    if cli_vars or not fingerprint_file.is_file() or not manifest_file.is_file():
+        return None
+    try:
+        recorded = json.loads(fingerprint_file.read_text()).get("fingerprint")
+    except (OSError, ValueError):
+        return None
+    if recorded != project_fingerprint(project):
+        log.info("dbt project %s changed since it was prepared: parsing it", project)
+        return None
+    from dbt.contracts.graph.manifest import Manifest
+    from dbt.parser.manifest import extended_mashumuro_decoder
+
+    manifest: Any = Manifest.from_msgpack(
+        manifest_file.read_bytes(), decoder=extended_mashumuro_decoder
+    )
+    manifest.build_flat_graph()  # as dbt does after loading a partial-parse manifest
+    return manifest
+
+
+# --------------------------------------------------------------------------- invocation
+
+
+def _common_args(project: Path, profiles: Path, target: Path, logs: Path) -> list[str]:
+    return [
+        "--project-dir",
+        str(project),
+        "--profiles-dir",
+        str(profiles),
+        "--profile",
+        PROFILE,
+        "--target",
+        TARGET,
+        # The project may sit on a read-only filesystem (the image, a ConfigMap).
+        "--target-path",
+        str(target),
+        "--log-path",
+        str(logs),
+        "--log-level-file",
+        "none",
+        "--no-send-anonymous-usage-stats",
+        "--no-use-colors",
+    ]
+
+
+def build_args(invocation: DbtInvocation, profiles: Path) -> list[str]:
+    args = [
+        invocation.command,
+        *_common_args(
+            invocation.project,
+            profiles,
+            invocation.workdir / "target",
+            invocation.workdir / "logs",
+        ),
+        # Results come back in-process; artifacts on disk would only cost time.
+        "--no-write-json",
+        "--no-partial-parse",
+    ]
+    for selector in invocation.select:
+        args += ["--select", selector]
+    for selector in invocation.exclude:
+        args += ["--exclude", selector]
+    if invocation.vars:
+        args += ["--vars", json.dumps(dict(invocation.vars))]
+    if invocation.full_refresh:
+        args.append("--full-refresh")
+    return args
+
+
+def run_dbt(invocation: DbtInvocation, *, lock_timeout_seconds: float) -> DbtOutcome:
+    """Run dbt; waits (bounded) if another process grabbed the warehouse lock meanwhile."""
+    profiles = write_profile(
+        invocation.workdir / "profile", invocation.warehouse, invocation.threads
+    )
+    args = build_args(invocation, profiles)
+    deadline = time.monotonic() + lock_timeout_seconds
+    delay = 0.1
+    while True:
+        manifest = load_prepared_manifest(invocation.project, invocation.vars)
+        outcome = _invoke_once(args, manifest)
+        if not _lost_lock_race(outcome) or time.monotonic() >= deadline:
+            return outcome
+        log.info("warehouse %s is locked by another process: waiting", invocation.warehouse)
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+def _lost_lock_race(outcome: DbtOutcome) -> bool:
+    texts = [outcome.error or "", *(node.message for node in outcome.nodes)]
+    return not outcome.success and any(marker in t for t in texts for marker in _LOCK_ERRORS)
+
+
+def _invoke_once(args: list[str], manifest: Any | None) -> DbtOutcome:
+    try:
+        result = _runner(manifest).invoke(args)
+    finally:
+        _close_duckdb()
+    nodes = [_node_result(item) for item in getattr(result.result, "results", None) or []]
+    error = None if result.exception is None else str(result.exception)
+    return DbtOutcome(
+        success=bool(result.success),
+        nodes=nodes,
+        error=error,
+        used_prepared_manifest=manifest is not None,
+    )
+
+
+def _runner(manifest: Any | None) -> Any:
+    from dbt.cli.main import dbtRunner
+
+    return dbtRunner(manifest=manifest)
+
+
+def _node_result(item: Any) -> DbtNodeResult:
+    node = item.node
+    config = getattr(node, "config", None)
+    return DbtNodeResult(
+        unique_id=str(node.unique_id),
+        resource_type=str(node.resource_type),
+        name=str(node.name),
+        relation=f"{getattr(node, 'schema', '')}.{getattr(node, 'alias', node.name)}",
+        materialized=str(getattr(config, "materialized", "") or ""),
+        status=str(item.status),
+        message=str(item.message or ""),
+    )
+
+
+def _close_duckdb() -> None:
+    """Release the warehouse file now: dbt-duckdb keeps its database open in a class attribute
+    until interpreter exit, and the runner opens the file right after the stage."""
+    with contextlib.suppress(ImportError):
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+        with DuckDBConnectionManager._LOCK:
+            environment = DuckDBConnectionManager._ENV
+            DuckDBConnectionManager._ENV = None
+            if environment is not None:
+                environment.close()

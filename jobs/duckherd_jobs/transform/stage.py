@@ -1,0 +1,123 @@
+"""The transform stage: `dbt build` on the warehouse, results into the stage summary."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import duckdb
+
+from duckherd.api import DbtTransform
+from duckherd.summary import StageSummary, TableSummary
+from duckherd_jobs.context import StageContext
+from duckherd_jobs.transform.invocation import DbtInvocation, DbtNodeResult, DbtOutcome, run_dbt
+from duckherd_jobs.transform.project import locate_project
+from duckherd_jobs.warehouse import connect
+
+log = logging.getLogger("duckherd.jobs.transform")
+
+# Resource types that build a relation; their status goes into the summary's `models`.
+_BUILT_TYPES = frozenset({"model", "seed", "snapshot"})
+# Materializations whose row count is cheap to read (a view would be evaluated).
+_COUNTED_MATERIALIZATIONS = frozenset({"table", "incremental", "seed", "snapshot"})
+_FAILED = frozenset({"error", "fail", "runtime error"})
+_MAX_ERRORS_REPORTED = 5
+
+
+class TransformConfigError(ValueError):
+    """spec.transform is missing or unusable."""
+
+
+def run_transform(ctx: StageContext) -> StageSummary:
+    """Build the dbt project against the warehouse; a failed node fails the stage."""
+    settings = _dbt_settings(ctx)
+    # Wait for the file lock (bounded) and make sure the schemas exist; dbt-duckdb opens the
+    # file itself, so our connection is closed before dbt starts.
+    with connect(ctx.warehouse, timeout_seconds=ctx.lock_timeout_seconds):
+        pass
+    with tempfile.TemporaryDirectory(prefix="duckherd-transform-") as directory:
+        workdir = Path(directory)
+        project = locate_project(
+            settings.project, manifest_dir=ctx.manifest_dir, env=ctx.env, workdir=workdir
+        )
+        log.info("dbt project %s", project)
+        outcome = run_dbt(
+            DbtInvocation(
+                project=project,
+                warehouse=ctx.warehouse,
+                workdir=workdir,
+                select=list(settings.select),
+                exclude=list(settings.exclude),
+                vars=dict(settings.vars),
+                full_refresh=settings.fullRefresh,
+                threads=settings.threads,
+            ),
+            lock_timeout_seconds=ctx.lock_timeout_seconds,
+        )
+    return _summarize(outcome, ctx)
+
+
+def _dbt_settings(ctx: StageContext) -> DbtTransform:
+    transform = ctx.pipeline.spec.transform
+    if transform is None:
+        raise TransformConfigError("spec.transform is not set: this pipeline has no dbt stage")
+    return transform.dbt
+
+
+def _summarize(outcome: DbtOutcome, ctx: StageContext) -> StageSummary:
+    if outcome.error and not outcome.nodes:
+        # dbt stopped before running any node (parse / compile / connection error).
+        raise RuntimeError(f"dbt failed: {outcome.error}")
+    models = {
+        node.name: node.status for node in outcome.nodes if node.resource_type in _BUILT_TYPES
+    }
+    tables = _row_counts(ctx, [node for node in outcome.nodes if _built_table(node)])
+    failures = [node for node in outcome.nodes if node.status in _FAILED]
+    error = _failure_message(failures, outcome.error) if not outcome.success else None
+    return StageSummary(
+        stage="transform", ok=outcome.success, models=models, tables=tables, error=error
+    )
+
+
+def _built_table(node: DbtNodeResult) -> bool:
+    return (
+        node.resource_type in _BUILT_TYPES
+        and node.status == "success"
+        and (node.materialized in _COUNTED_MATERIALIZATIONS or node.resource_type != "model")
+    )
+
+
+def _row_counts(ctx: StageContext, nodes: list[DbtNodeResult]) -> dict[str, TableSummary]:
+    if not nodes:
+        return {}
+    counts: dict[str, TableSummary] = {}
+    with connect(ctx.warehouse, timeout_seconds=ctx.lock_timeout_seconds) as connection:
+        for node in nodes:
+            schema, _, name = node.relation.partition(".")
+            try:
+                row = connection.execute(
+                    f"SELECT count(*) FROM {_quote(schema)}.{_quote(name)}"
+                ).fetchone()
+            except duckdb.Error as error:  # reported, not fatal: the build itself succeeded
+                log.warning("cannot count rows of %s: %s", node.relation, error)
+                continue
+            rows = int(row[0]) if row else 0
+            counts[node.relation] = TableSummary(rows=rows, loaded=rows)
+    return counts
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _failure_message(failures: list[DbtNodeResult], error: str | None) -> str:
+    parts = [
+        f"{node.resource_type} {node.name} {node.status}: {node.message.strip()}"
+        for node in failures[:_MAX_ERRORS_REPORTED]
+    ]
+    if len(failures) > _MAX_ERRORS_REPORTED:
+        parts.append(f"... and {len(failures) - _MAX_ERRORS_REPORTED} more")
+    if error:
+        parts.append(error)
+    return "dbt build failed: " + ("; ".join(parts) or "no node reported an error")
