@@ -11,9 +11,10 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import cast
 
@@ -50,12 +51,40 @@ def load_manifest(path: Path) -> DataPipeline:
     except (OSError, yaml.YAMLError) as error:
         raise ManifestError(f"{path}: cannot read manifest: {error}") from error
     try:
-        return DataPipeline.model_validate(data)
+        pipeline = DataPipeline.model_validate(data)
     except ValidationError as error:
         details = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
         )
         raise ManifestError(f"{path}: invalid DataPipeline: {details}") from error
+    return apply_source_url_overrides(pipeline, os.environ)
+
+
+SOURCE_URL_ENV_PREFIX = "DUCKHERD_SOURCE_URL_"
+
+
+def apply_source_url_overrides(pipeline: DataPipeline, env: Mapping[str, str]) -> DataPipeline:
+    """`DUCKHERD_SOURCE_URL_<NAME>` replaces the URL of the http/file source `<name>`.
+
+    One manifest serves both worlds: it names the URL a pod uses (a cluster Service), and a
+    local run points it at a server on this machine (hack/demo.sh) without editing the file.
+    """
+    for source in pipeline.spec.sources:
+        override = env.get(SOURCE_URL_ENV_PREFIX + source.name.upper())
+        if not override:
+            continue
+        if not re.match(r"^https?://", override):
+            raise ManifestError(f"{SOURCE_URL_ENV_PREFIX}{source.name.upper()}: not an http(s) URL")
+        if source.http is not None:
+            source.http.url = override
+        elif source.file is not None and source.file.url is not None:
+            source.file.url = override
+        else:
+            raise ManifestError(
+                f"{SOURCE_URL_ENV_PREFIX}{source.name.upper()}: source {source.name!r} "
+                "has no URL to override"
+            )
+    return pipeline
 
 
 def stage_function(stage: str) -> StageFunction:
