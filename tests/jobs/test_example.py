@@ -1,0 +1,150 @@
+"""The customer-analytics example: its manifest, the URL override, its dbt project on the
+demo source's data (real HTTP on loopback, real DuckDB, real dbt)."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from duckherd.api import DataPipeline
+from duckherd_jobs.context import StageContext
+from duckherd_jobs.demo_source import DemoSource
+from duckherd_jobs.runner import (
+    ManifestError,
+    apply_source_url_overrides,
+    load_manifest,
+    run_stage,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "customer-analytics"
+MANIFEST = EXAMPLE / "pipeline.yaml"
+YEARS_OF_HISTORY = 5  # the demo source's customers signed up within the last five years
+
+
+def example() -> DataPipeline:
+    return load_manifest(MANIFEST)
+
+
+def test_the_example_is_the_daily_customer_pipeline() -> None:
+    pipeline = example()
+    spec = pipeline.spec
+
+    assert pipeline.metadata.name == "customer-analytics"
+    assert spec.schedule == "0 6 * * *"
+    assert spec.stages() == ["ingest", "transform", "check"]
+    assert spec.freshness is not None
+    assert (spec.freshness.warnAfter, spec.freshness.errorAfter) == ("26h", "48h")
+    (source,) = spec.sources
+    assert source.name == "customers"
+    assert source.writeDisposition == "merge"
+    assert source.primaryKey == ["customer_id"]
+    assert source.incremental is not None
+    assert source.incremental.cursorField == "updated_at"
+    assert source.http is not None
+    assert source.http.url == "http://duckherd-demo-source:8765/customers"
+    assert source.http.incrementalParam == "updated_since"
+    assert source.http.pagination.type == "page"
+    assert source.http.pagination.totalPath == "total"
+    assert spec.quality is not None
+    expectations = {(c.expectation, c.kwargs.get("column")) for c in spec.quality.checks}
+    assert expectations == {
+        ("expect_column_values_to_not_be_null", "customer_id"),
+        ("expect_column_values_to_be_unique", "customer_id"),
+        ("expect_column_values_to_be_between", "total_revenue"),
+        ("expect_column_max_to_be_recent", "updated_at"),
+        ("expect_table_row_count_change_to_be_within", None),
+    }
+    assert {c.table for c in spec.quality.checks} == {"marts.customer_analytics"}
+
+
+def test_an_env_var_points_the_source_at_a_local_server() -> None:
+    pipeline = apply_source_url_overrides(
+        example(), {"DUCKHERD_SOURCE_URL_CUSTOMERS": "http://127.0.0.1:4321/customers"}
+    )
+
+    assert pipeline.spec.sources[0].http is not None
+    assert pipeline.spec.sources[0].http.url == "http://127.0.0.1:4321/customers"
+
+
+def test_a_bad_override_is_named_without_echoing_its_value() -> None:
+    with pytest.raises(ManifestError, match="DUCKHERD_SOURCE_URL_CUSTOMERS") as raised:
+        apply_source_url_overrides(
+            example(), {"DUCKHERD_SOURCE_URL_CUSTOMERS": "ftp://user:hunter2@host/x"}
+        )
+    assert "hunter2" not in str(raised.value)
+
+
+def test_load_manifest_applies_the_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DUCKHERD_SOURCE_URL_CUSTOMERS", "http://127.0.0.1:4321/customers")
+
+    source = load_manifest(MANIFEST).spec.sources[0]
+
+    assert source.http is not None
+    assert source.http.url == "http://127.0.0.1:4321/customers"
+
+
+def land_demo_customers(warehouse: Path, customers: int) -> list[dict[str, Any]]:
+    """What ingest lands: every record of the demo API in raw.customers (plus a `_` column)."""
+    records: list[dict[str, Any]] = []
+    with DemoSource(customers) as url:
+        page = 1
+        while True:
+            with urllib.request.urlopen(f"{url}/customers?page={page}&page_size=200") as response:
+                body = json.load(response)
+            records += body["data"]
+            if page * body["page_size"] >= body["total"]:
+                break
+            page += 1
+    landed = warehouse.parent / "customers.json"
+    landed.write_text(json.dumps(records))
+    with duckdb.connect(str(warehouse)) as connection:
+        connection.execute("CREATE SCHEMA IF NOT EXISTS raw")
+        connection.execute(
+            "CREATE TABLE raw.customers AS SELECT *, now() AS _duckherd_loaded_at "
+            "FROM read_json(?)",
+            [str(landed)],
+        )
+    return records
+
+
+def test_the_example_dbt_project_models_the_demo_source(tmp_path: Path) -> None:
+    warehouse = tmp_path / "customer-analytics.duckdb"
+    records = land_demo_customers(warehouse, 700)
+    ctx = StageContext(
+        pipeline=example(),
+        warehouse=warehouse,
+        run_id="20250101t060000-000001",
+        manifest_dir=EXAMPLE,
+        env={},  # the project is found the way local mode finds it: the repository's dbt/
+        lock_timeout_seconds=30,
+    )
+
+    summary = run_stage("transform", ctx)
+
+    assert summary.ok, summary.error
+    assert summary.tables["marts.customer_analytics"].rows == len(records) == 700
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        rows = connection.execute(
+            "SELECT customer_id, total_revenue, months_active, monthly_ltv "
+            "FROM marts.customer_analytics"
+        ).fetchall()
+        staged = [
+            r[0]
+            for r in connection.execute("DESCRIBE staging.stg_salesforce__customers").fetchall()
+        ]
+    revenue = {r["customer_id"]: r["total_revenue"] for r in records}
+    for customer_id, total_revenue, months_active, monthly_ltv in rows:
+        assert float(total_revenue) == pytest.approx(revenue[customer_id])
+        assert 0 <= months_active <= 12 * YEARS_OF_HISTORY
+        if months_active == 0:
+            assert monthly_ltv is None
+        else:
+            assert monthly_ltv == pytest.approx(revenue[customer_id] / months_active)
+    assert sorted(r[0] for r in rows) == sorted(revenue)
+    assert "_duckherd_loaded_at" not in staged
