@@ -1,7 +1,8 @@
-"""The typed description of the Helm chart's values, and the generator of values.schema.json.
+"""The typed description of the Helm chart's values; generates values.schema.json and README.md.
 
-`python hack/chart_schema.py --write` refreshes charts/duckherd/values.schema.json;
-`tests/unit/test_chart.py` fails when the file drifts from these models, when values.yaml
+`python hack/chart_schema.py --write` refreshes charts/duckherd/values.schema.json and the
+values table of charts/duckherd/README.md (what `helm show readme` prints);
+`tests/unit/test_chart.py` fails when either drifts from these models, when values.yaml
 does not validate against them, or when a values.yaml key is not documented.
 
 Helm validates values (install, upgrade, template, lint) against JSON Schema; pydantic emits
@@ -17,11 +18,14 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHART_DIR = REPO_ROOT / "charts" / "duckherd"
 SCHEMA_FILE = CHART_DIR / "values.schema.json"
+README_FILE = CHART_DIR / "README.md"
+VALUES_FILE = CHART_DIR / "values.yaml"
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
@@ -227,13 +231,74 @@ def render_schema() -> str:
     return json.dumps(build_schema(), indent=2, sort_keys=False) + "\n"
 
 
+README_HEAD = """\
+# Duckherd Helm chart
+
+Installs the Duckherd operator: the `DataPipeline` CRD (kept on uninstall), the operator
+Deployment (one replica, Pod Security "restricted"), least-privilege RBAC (cluster-wide, or
+per namespace with `watchNamespaces`; never any access to Secrets) and a metrics Service.
+Stage pods (ingest, transform, check, publish) run the same image with their namespace's
+`default` ServiceAccount and no API token.
+
+```sh
+helm install duckherd charts/duckherd --namespace duckherd --create-namespace
+cd examples/customer-analytics
+kubectl apply -f demo-source.yaml -f pipeline.yaml
+kubectl annotate datapipeline/customer-analytics duckherd.io/run-now="$(date +%s)" --overwrite
+kubectl get datapipelines --watch
+```
+
+Only some namespaces: `--set 'watchNamespaces={team-a,team-b}'`. The CRD managed elsewhere
+(e.g. applied by GitOps from `crds/`): `--set crds.enabled=false`.
+
+## Values
+
+Generated from `hack/chart_schema.py` (`python hack/chart_schema.py --write`); `values.yaml`
+explains each key in more words.
+
+| Key | Type | Default | Description |
+|-----|------|---------|-------------|
+"""
+
+
+def _type_name(schema: dict[str, Any]) -> str:
+    if "enum" in schema:
+        return " \\| ".join(f"`{value}`" for value in schema["enum"])
+    if "anyOf" in schema:
+        return " or ".join(_type_name(option) for option in schema["anyOf"])
+    kind = schema.get("type", "any")
+    if kind == "array":
+        return f"list of {_type_name(schema.get('items', {}))}"
+    return str(kind)
+
+
+def _rows(schema: dict[str, Any], defaults: Any, prefix: str = "") -> list[str]:
+    rows = []
+    for name, sub in schema.get("properties", {}).items():
+        path = f"{prefix}{name}"
+        default = defaults.get(name) if isinstance(defaults, dict) else None
+        if sub.get("properties"):
+            rows.extend(_rows(sub, default, f"{path}."))
+            continue
+        shown = json.dumps(default, separators=(",", ":")).replace("|", "\\|")
+        description = sub.get("description", "").replace("|", "\\|")
+        rows.append(f"| `{path}` | {_type_name(sub)} | `{shown}` | {description} |")
+    return rows
+
+
+def render_readme() -> str:
+    defaults = yaml.safe_load(VALUES_FILE.read_text())
+    return README_HEAD + "\n".join(_rows(build_schema(), defaults)) + "\n"
+
+
 def main(argv: list[str]) -> int:
-    text = render_schema()
+    outputs = {SCHEMA_FILE: render_schema(), README_FILE: render_readme()}
     if "--write" in argv:
-        SCHEMA_FILE.write_text(text)
-        print(f"wrote {SCHEMA_FILE.relative_to(REPO_ROOT)}")
+        for target, text in outputs.items():
+            target.write_text(text)
+            print(f"wrote {target.relative_to(REPO_ROOT)}")
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(outputs[SCHEMA_FILE])
     return 0
 
 

@@ -55,6 +55,15 @@ def test_values_schema_matches_the_typed_description() -> None:
     )
 
 
+def test_chart_readme_values_table_matches_the_typed_description() -> None:
+    committed = (CHART / "README.md").read_text()
+    assert committed == chart_schema.render_readme(), (
+        "charts/duckherd/README.md drifted: run `python hack/chart_schema.py --write`"
+    )
+    for key in ("watchNamespaces", "crds.keep", "image.pullPolicy", "metrics.port"):
+        assert f"| `{key}` |" in committed
+
+
 def test_values_yaml_validates_against_the_typed_description() -> None:
     chart_schema.ChartValues.model_validate(yaml.safe_load(_values_text()))
 
@@ -356,6 +365,7 @@ def _render_notes(helm: str, tmp_path: Path, *flags: str) -> str:
 def test_notes_tell_how_to_apply_the_example(helm: str, tmp_path: Path) -> None:
     notes = _render_notes(helm, tmp_path)
     assert "kubectl apply -f examples/customer-analytics/pipeline.yaml" in notes
+    assert "kubectl apply -f examples/customer-analytics/demo-source.yaml" in notes
     assert "kubectl get datapipelines" in notes
     assert "kubectl -n duckherd rollout status deployment/demo-duckherd" in notes
     assert "every namespace" in notes
