@@ -1,0 +1,92 @@
+"""The quality gate: publish only data whose checks passed.
+
+The decision reads `_duckherd.runs`: the latest check stage of this run, or, when this run
+had none (a publish triggered by hand), the latest check stage of any run. A pipeline that
+declares no checks publishes freely; one that declares checks but never ran them does not.
+Only `error`-severity failures (or a check stage that failed outright) close the gate;
+`warn` failures are reported by the check stage and let publishing go ahead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+from pydantic import ValidationError
+
+from duckherd.summary import StageSummary
+from duckherd_jobs.context import StageContext
+
+_RUNS_TABLE_EXISTS = """
+SELECT count(*) FROM duckdb_tables() WHERE schema_name = '_duckherd' AND table_name = 'runs'
+"""
+_LATEST_CHECK_OF_RUN = """
+SELECT run_id, summary FROM _duckherd.runs WHERE stage = 'check' AND run_id = ?
+ORDER BY finished_at DESC NULLS LAST, started_at DESC NULLS LAST LIMIT 1
+"""
+_LATEST_CHECK = """
+SELECT run_id, summary FROM _duckherd.runs WHERE stage = 'check'
+ORDER BY finished_at DESC NULLS LAST, started_at DESC NULLS LAST LIMIT 1
+"""
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    open: bool
+    reason: str
+
+
+def evaluate_gate(connection: duckdb.DuckDBPyConnection, ctx: StageContext) -> GateDecision:
+    quality = ctx.pipeline.spec.quality
+    if quality is None or not quality.checks:
+        return GateDecision(True, "the pipeline declares no checks")
+    record = _latest_check_record(connection, ctx.run_id)
+    if record is None:
+        return GateDecision(
+            False,
+            "publish blocked: the pipeline declares checks but no check stage has run yet",
+        )
+    run_id, summary = record
+    return _decide(run_id, summary, same_run=run_id == ctx.run_id)
+
+
+def _latest_check_record(
+    connection: duckdb.DuckDBPyConnection, run_id: str
+) -> tuple[str, StageSummary] | None:
+    # DuckDB 2 wants every result consumed before the next statement: fetchall, not fetchone.
+    if not connection.execute(_RUNS_TABLE_EXISTS).fetchall()[0][0]:
+        return None
+    rows = connection.execute(_LATEST_CHECK_OF_RUN, [run_id]).fetchall()
+    rows = rows or connection.execute(_LATEST_CHECK).fetchall()
+    if not rows:
+        return None
+    row = rows[0]
+    try:
+        return str(row[0]), StageSummary.model_validate_json(row[1])
+    except ValidationError as error:
+        raise ValueError(
+            f"_duckherd.runs: the check record of run {row[0]} is not a stage summary: {error}"
+        ) from error
+
+
+def _decide(run_id: str, summary: StageSummary, *, same_run: bool) -> GateDecision:
+    whose = "this run's check stage" if same_run else f"the latest check stage (run {run_id})"
+    failed = [
+        result.name
+        for result in (summary.checks.results if summary.checks else [])
+        if result.severity == "error" and not result.success
+    ]
+    if failed:
+        return GateDecision(
+            False,
+            f"publish blocked: {whose} failed error-severity checks: {', '.join(failed)}",
+        )
+    if summary.checks and summary.checks.failed:
+        return GateDecision(
+            False, f"publish blocked: {whose} failed {summary.checks.failed} error-severity checks"
+        )
+    if not summary.ok:
+        return GateDecision(
+            False, f"publish blocked: {whose} failed: {summary.error or 'no error recorded'}"
+        )
+    return GateDecision(True, f"{whose} passed")
