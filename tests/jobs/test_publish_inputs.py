@@ -1,0 +1,108 @@
+"""Bad input fails before any target is written; type mapping and secret scrubbing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis as redis_client
+
+from duckherd_jobs.publish import run_publish
+from duckherd_jobs.publish.errors import PublishInputError, redact
+from duckherd_jobs.publish.postgres_target import postgres_type
+from duckherd_jobs.runner import run_stage
+from tests.jobs.test_publish_support import (
+    POSTGRES_ENV,
+    REDIS_ENV,
+    build_mart,
+    context,
+    customers_select,
+    pipeline,
+    postgres_entry,
+    redis_entry,
+)
+from tests.services import RedisServer
+
+
+@pytest.mark.services
+def test_a_missing_mart_fails_before_any_target_is_written(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    warehouse = tmp_path / "w.duckdb"
+    build_mart(warehouse, customers_select(3, 1))
+    spec = pipeline([redis_entry(keyPrefix="inputs:first"), redis_entry("marts.nowhere")])
+
+    summary = run_stage("publish", context(warehouse, spec, {REDIS_ENV: redis.url()}))
+
+    assert not summary.ok
+    assert "publish[1]: table marts.nowhere does not exist in the warehouse" in (
+        summary.error or ""
+    )
+    client = redis_client.Redis.from_url(redis.url())
+    assert client.exists("inputs:first:meta", "inputs:first:rows") == 0
+    client.close()
+
+
+def test_a_missing_secret_names_the_secret_and_env_var(tmp_path: Path) -> None:
+    warehouse = tmp_path / "w.duckdb"
+    build_mart(warehouse, customers_select(3, 1))
+    spec = pipeline([postgres_entry()])
+
+    summary = run_stage("publish", context(warehouse, spec, {}))
+
+    assert not summary.ok
+    assert "secret appdb/dsn is not available" in (summary.error or "")
+    assert POSTGRES_ENV in (summary.error or "")
+
+
+def test_a_missing_warehouse_says_so(tmp_path: Path) -> None:
+    spec = pipeline([redis_entry()])
+
+    with pytest.raises(PublishInputError, match="does not exist: nothing to publish"):
+        run_publish(context(tmp_path / "absent.duckdb", spec, {REDIS_ENV: "redis://x"}))
+
+
+def test_no_publish_entries_is_a_successful_no_op(tmp_path: Path) -> None:
+    summary = run_publish(context(tmp_path / "absent.duckdb", pipeline([]), {}))
+
+    assert summary.ok
+    assert summary.published == []
+
+
+@pytest.mark.parametrize(
+    ("duckdb_type", "expected"),
+    [
+        ("INTEGER", "integer"),
+        ("UBIGINT", "numeric(20,0)"),
+        ("HUGEINT", "numeric(39,0)"),
+        ("DECIMAL(18,3)", "numeric(18,3)"),
+        ("DOUBLE", "double precision"),
+        ("TIMESTAMP WITH TIME ZONE", "timestamptz"),
+        ("TIMESTAMP_NS", "timestamp"),
+        ("BLOB", "bytea"),
+        ("VARCHAR[]", "jsonb"),
+        ("INTEGER[3]", "jsonb"),
+        ("STRUCT(a INTEGER, b VARCHAR)", "jsonb"),
+        ("MAP(VARCHAR, INTEGER)", "jsonb"),
+        ("ENUM('a', 'b')", "text"),
+        ("BIT", "text"),
+    ],
+)
+def test_duckdb_types_map_to_postgres_types(duckdb_type: str, expected: str) -> None:
+    assert postgres_type(duckdb_type) == expected
+
+
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [
+        ("redis://:pa%2Fss@host:6379/0", "bad password pa/ss for redis://:pa%2Fss@host:6379/0"),
+        ("host=db password='s3 cret' user=app", "auth failed for 's3 cret' / s3 cret"),
+        ("postgresql://app:hunter2@db/x", "could not parse hunter2"),
+    ],
+)
+def test_redact_removes_the_secret_and_the_password_inside_it(secret: str, message: str) -> None:
+    scrubbed = redact(message, [secret])
+
+    assert "***" in scrubbed
+    for fragment in ("pa/ss", "pa%2Fss", "s3 cret", "hunter2"):
+        assert fragment not in scrubbed
