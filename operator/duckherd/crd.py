@@ -60,6 +60,11 @@ def _structural(node: dict[str, Any], path: str) -> dict[str, Any]:
         node = {k: v for k, v in {**options[0], **node}.items() if k not in _DROPPED_KEYS}
     if "const" in node:
         node["enum"] = [node.pop("const")]
+    # JSON Schema 2020-12 bounds are numbers; OpenAPI v3.0 (CRDs) wants a bound plus a flag.
+    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(node.get(exclusive), int | float) and not isinstance(node[exclusive], bool):
+            node[bound] = node.pop(exclusive)
+            node[exclusive] = True
     kind = node.get("type")
     if kind == "object":
         properties = node.get("properties")

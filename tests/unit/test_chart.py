@@ -112,6 +112,29 @@ def test_every_values_yaml_key_has_a_comment_above_it() -> None:
     assert not undocumented, f"values.yaml keys without a comment above: {undocumented}"
 
 
+def _schema_nodes(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _schema_nodes(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _schema_nodes(value)
+
+
+def test_chart_crd_uses_openapi_v3_0_exclusive_bounds() -> None:
+    """An API server rejects the whole CRD for a JSON-Schema-2020 numeric exclusiveMinimum."""
+    crd = yaml.safe_load((CHART / "files" / "crd.yaml").read_text())
+    bounds = [
+        (key, node[key])
+        for node in _schema_nodes(crd)
+        for key in ("exclusiveMinimum", "exclusiveMaximum")
+        if key in node
+    ]
+    assert bounds, "the API has exclusive bounds (e.g. http.timeoutSeconds > 0)"
+    assert all(value is True for _, value in bounds), bounds
+
+
 # --------------------------------------------------------------------------- helm
 
 
