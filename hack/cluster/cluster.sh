@@ -48,6 +48,8 @@ CTR_SOCK=$STATE/containerd/containerd.sock
 PAUSE_IMAGE=localhost/duckherd-pause:1
 BASE_IMAGE=localhost/duckherd-base:bookworm
 PROJECT_IMAGE=${DUCKHERD_TEST_IMAGE:-localhost/duckherd:dev}
+# The project image is built from this directory's Dockerfile (default: the repo checkout).
+IMAGE_CONTEXT=${DUCKHERD_IMAGE_CONTEXT:-$REPO}
 CGROUP_NAME=duckherd-cluster
 PKI=$STATE/pki
 ADMIN_KUBECONFIG=$STATE/admin.kubeconfig
@@ -215,11 +217,11 @@ build_base_image() {
 }
 
 build_project_image() {
-  log "building $PROJECT_IMAGE from $REPO/Dockerfile (layers cached)"
+  log "building $PROJECT_IMAGE from $IMAGE_CONTEXT/Dockerfile (layers cached)"
   local out=$STATE/logs/image-build.log
   if ! buildah bud --layers --network host --pull=never \
     --build-arg BASE_IMAGE="$BASE_IMAGE" -v /etc/ssl/certs:/etc/ssl/certs:ro \
-    -t "$PROJECT_IMAGE" -f "$REPO/Dockerfile" "$REPO" >"$out" 2>&1; then
+    -t "$PROJECT_IMAGE" -f "$IMAGE_CONTEXT/Dockerfile" "$IMAGE_CONTEXT" >"$out" 2>&1; then
     tail -n 40 "$out" >&2
     die "building $PROJECT_IMAGE failed (log: $out)"
   fi
@@ -238,8 +240,7 @@ import_image() {
   local f=$STATE/images/import.tar
   rm -f "$f"
   buildah push -q "$image" "oci-archive:$f:$image" >/dev/null
-  ctr -a "$CTR_SOCK" -n k8s.io images import --no-unpack=false "$f" >/dev/null ||
-    ctr -a "$CTR_SOCK" -n k8s.io images import "$f" >/dev/null
+  ctr -a "$CTR_SOCK" -n k8s.io images import "$f" >/dev/null
   rm -f "$f"
   ctr -a "$CTR_SOCK" -n k8s.io images ls -q | grep -qx "$image" || die "image $image not in containerd after import"
   echo "$id" >"$stampf"
@@ -340,7 +341,10 @@ gen_kubeconfigs() {
 save_sysctls() {
   local f=$STATE/sysctl.orig k
   [ -f "$f" ] && return 0
-  for k in net/ipv4/ip_forward net/bridge/bridge-nf-call-iptables net/bridge/bridge-nf-call-ip6tables net/ipv4/conf/all/route_localnet; do
+  # Ours, plus the kernel tunables the kubelet sets (protectKernelDefaults: false).
+  for k in net/ipv4/ip_forward net/bridge/bridge-nf-call-iptables net/bridge/bridge-nf-call-ip6tables \
+    net/ipv4/conf/all/route_localnet vm/overcommit_memory vm/panic_on_oom kernel/panic \
+    kernel/panic_on_oops kernel/keys/root_maxkeys kernel/keys/root_maxbytes; do
     [ -f "/proc/sys/$k" ] && echo "$k $(cat "/proc/sys/$k")"
   done >"$f"
 }
@@ -599,9 +603,13 @@ clusterCIDR: $CLUSTER_CIDR
 bindAddress: $HOST_IP
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249
+# NodePorts only on the node's own address (the bridge), not on every interface.
+nodePortAddresses: ["primary"]
 conntrack:
-  # Do not touch the machine-wide nf_conntrack_max.
+  # Leave the machine-wide conntrack settings alone.
   maxPerCore: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
 EOF
   start kube-proxy "$BIN/kube-proxy" --config "$STATE/kube-proxy-config.yaml" --v=1
 }

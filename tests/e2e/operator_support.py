@@ -1,0 +1,352 @@
+"""Helpers of the operator end-to-end tests: helm, the installed operator, pipelines, timings.
+
+The operator is installed with the project's chart exactly as a user would (`helm upgrade
+--install ... --wait`) into a namespace that enforces Pod Security "restricted"; the image is
+the one the cluster fixture names (DUCKHERD_TEST_IMAGE).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import Cluster, KubectlError, kubectl, kubectl_json, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "duckherd"
+EXAMPLE = REPO / "examples" / "customer-analytics" / "pipeline.yaml"
+CRD_NAME = "datapipelines.duckherd.io"
+RELEASE = "duckherd"
+OPERATOR_NAMESPACE = "duckherd-e2e-system"
+# A chain starts several pods that import duckdb, dbt and GX: generous, never asserted as speed.
+RUN_TIMEOUT = 600.0
+
+
+def find_helm() -> str:
+    """helm from PATH (the cluster fixture puts hack/cluster's binaries there) or $HELM."""
+    found = os.environ.get("HELM") or shutil.which("helm")
+    if not found:
+        pytest.fail("no helm binary on PATH (hack/cluster builds one) and $HELM is not set")
+    return found
+
+
+def helm(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [find_helm(), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"helm {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def split_image(image: str) -> tuple[str, str]:
+    """`registry:5000/name:tag` → (`registry:5000/name`, `tag`); no tag → `latest`."""
+    repository, _, tag = image.rpartition(":")
+    if not repository or "/" in tag:
+        return image, "latest"
+    return repository, tag
+
+
+def ensure_restricted_namespace(name: str, labels: dict[str, str] | None = None) -> None:
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "duckherd.io/e2e": "true",
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/warn": "restricted",
+                **(labels or {}),
+            },
+        },
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    wait_until(
+        f"serviceaccount {name}/default",
+        lambda: kubectl("get", "serviceaccount", "default", "-n", name, check=False),
+        timeout=60,
+    )
+
+
+def delete_namespace(name: str) -> None:
+    kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+def _adopt_crd(release: str, namespace: str) -> None:
+    """A CRD applied from crds/ (by hand or another test) is handed to this release, the way
+    Helm documents adoption, instead of failing the install on ownership metadata."""
+    crd = kubectl("get", "crd", CRD_NAME, "--ignore-not-found", "-o", "name")
+    if not crd.strip():
+        return
+    kubectl("label", "crd", CRD_NAME, "app.kubernetes.io/managed-by=Helm", "--overwrite")
+    kubectl(
+        "annotate",
+        "crd",
+        CRD_NAME,
+        f"meta.helm.sh/release-name={release}",
+        f"meta.helm.sh/release-namespace={namespace}",
+        "--overwrite",
+    )
+
+
+@dataclass(frozen=True)
+class Operator:
+    """An installed release of the chart."""
+
+    release: str
+    namespace: str
+    image: str
+
+    @property
+    def fullname(self) -> str:
+        return self.release if "duckherd" in self.release else f"{self.release}-duckherd"
+
+    @property
+    def service_account(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.fullname}"
+
+    def pods(self) -> list[dict[str, Any]]:
+        selector = f"app.kubernetes.io/instance={self.release},app.kubernetes.io/component=operator"
+        items: list[dict[str, Any]] = kubectl_json(
+            "get", "pods", "-n", self.namespace, "-l", selector
+        )["items"]
+        return items
+
+    def ready_pod(self) -> str:
+        """The name of the operator Pod once it is Ready (and the only one)."""
+
+        def ready() -> str | None:
+            pods = [p for p in self.pods() if not p["metadata"].get("deletionTimestamp")]
+            if len(pods) != 1:
+                return None
+            conditions = pods[0].get("status", {}).get("conditions", [])
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+                return str(pods[0]["metadata"]["name"])
+            return None
+
+        name: str = wait_until("the operator Pod Ready", ready, timeout=240)
+        return name
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the operator process (PID 1 of its container)."""
+        status = kubectl(
+            "exec", "-n", self.namespace, self.ready_pod(), "--", "cat", "/proc/1/status"
+        )
+        found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        assert found, status
+        return int(found.group(1)) * 1024
+
+    def scale(self, replicas: int) -> None:
+        kubectl(
+            "scale", "deployment", self.fullname, "-n", self.namespace, f"--replicas={replicas}"
+        )
+        if replicas == 0:
+            wait_until("the operator Pod gone", lambda: not self.pods(), timeout=120)
+        else:
+            self.ready_pod()
+
+
+def install_args(cluster: Cluster, release: str, namespace: str, chart: Path) -> list[str]:
+    repository, tag = split_image(cluster.need_image())
+    return [
+        "upgrade",
+        "--install",
+        release,
+        str(chart),
+        "--namespace",
+        namespace,
+        "--set",
+        f"image.repository={repository}",
+        "--set",
+        f"image.tag={tag}",
+        "--set",
+        "image.pullPolicy=IfNotPresent",
+        "--wait",
+        "--timeout",
+        "5m",
+    ]
+
+
+@contextlib.contextmanager
+def installed_operator(
+    cluster: Cluster,
+    *,
+    release: str = RELEASE,
+    namespace: str = OPERATOR_NAMESPACE,
+    values: tuple[str, ...] = (),
+) -> Iterator[Operator]:
+    """`helm upgrade --install` the chart, yield once the operator is Ready, uninstall after."""
+    ensure_restricted_namespace(namespace)
+    if "crds.enabled=false" not in values:
+        _adopt_crd(release, namespace)
+    set_flags = [flag for value in values for flag in ("--set", value)]
+    helm(*install_args(cluster, release, namespace, CHART), *set_flags)
+    operator = Operator(release=release, namespace=namespace, image=cluster.need_image())
+    operator.ready_pod()
+    try:
+        yield operator
+    finally:
+        helm("uninstall", release, "--namespace", namespace, "--wait", check=False)
+        delete_namespace(namespace)
+
+
+def can_i(who: str, verb: str, resource: str, namespace: str) -> bool:
+    """`kubectl auth can-i` as `who`: the API server's own authorization answer."""
+    answer = kubectl(
+        "auth", "can-i", verb, resource, "-n", namespace, f"--as={who}", check=False
+    ).strip()
+    assert answer in ("yes", "no"), answer
+    return answer == "yes"
+
+
+# --------------------------------------------------------------------------- pipelines
+
+
+def load_example(source_url: str) -> dict[str, Any]:
+    """The example pipeline, its source pointed at `source_url` (the demo API on this host)."""
+    pipeline: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
+    for source in pipeline["spec"]["sources"]:
+        if "http" in source:
+            source["http"]["url"] = source_url
+    return pipeline
+
+
+def apply_manifest(manifest: dict[str, Any], namespace: str) -> None:
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+
+
+def get_pipeline(namespace: str, name: str) -> dict[str, Any]:
+    pipeline: dict[str, Any] = kubectl_json("get", "datapipeline", name, "-n", namespace)
+    return pipeline
+
+
+def condition(pipeline: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for item in pipeline.get("status", {}).get("conditions", []):
+        if item["type"] == kind:
+            return dict(item)
+    return None
+
+
+def stage_jobs(namespace: str, pipeline: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = kubectl_json(
+        "get", "jobs", "-n", namespace, "-l", f"duckherd.io/pipeline={pipeline}"
+    )["items"]
+    return items
+
+
+def jobs_of_run(namespace: str, pipeline: str, run_id: str) -> dict[str, list[str]]:
+    """Stage → names of the Jobs labelled with the run id."""
+    found: dict[str, list[str]] = {}
+    for job in stage_jobs(namespace, pipeline):
+        labels = job["metadata"].get("labels", {})
+        if labels.get("duckherd.io/run-id") == run_id:
+            found.setdefault(labels["duckherd.io/stage"], []).append(job["metadata"]["name"])
+    return found
+
+
+def job_finished(job: dict[str, Any]) -> str | None:
+    for item in job.get("status", {}).get("conditions", []):
+        if item["status"] == "True" and item["type"] in ("Complete", "Failed"):
+            return str(item["type"])
+    return None
+
+
+def wait_run_finished(namespace: str, name: str, run_id: str) -> dict[str, Any]:
+    """The pipeline once status.lastRun is run `run_id` and no longer Running."""
+
+    def finished() -> dict[str, Any] | None:
+        pipeline = get_pipeline(namespace, name)
+        last = pipeline.get("status", {}).get("lastRun") or {}
+        if last.get("id") == run_id and last.get("result") not in (None, "Running"):
+            return pipeline
+        return None
+
+    result: dict[str, Any] = wait_until(
+        f"run {run_id} of {namespace}/{name} to finish", finished, timeout=RUN_TIMEOUT, interval=2
+    )
+    return result
+
+
+def events_for(namespace: str, name: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = kubectl_json(
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        f"involvedObject.kind=DataPipeline,involvedObject.name={name}",
+    )["items"]
+    return items
+
+
+def query_warehouse(
+    namespace: str, claim: str, image: str, sql: str, pod_name: str = "warehouse-reader"
+) -> list[list[Any]]:
+    """Run one read-only query against the warehouse file in a pod that mounts the claim."""
+    from tests.e2e.conftest import pod_manifest, wait_pod_phase
+
+    script = (
+        "import duckdb, json, sys\n"
+        "con = duckdb.connect('/warehouse/warehouse.duckdb', read_only=True)\n"
+        "print(json.dumps(con.execute(sys.argv[1]).fetchall(), default=str))\n"
+    )
+    pod = pod_manifest(
+        pod_name,
+        image,
+        command=["python", "-c", script, sql],
+        volumes=[{"name": "warehouse", "persistentVolumeClaim": {"claimName": claim}}],
+        volume_mounts=[{"name": "warehouse", "mountPath": "/warehouse", "readOnly": True}],
+    )
+    kubectl("delete", "pod", pod_name, "-n", namespace, "--ignore-not-found", "--wait=true")
+    apply_manifest(pod, namespace)
+    try:
+        wait_pod_phase(namespace, pod_name, timeout=180)
+        rows: list[list[Any]] = json.loads(kubectl("logs", "-n", namespace, pod_name))
+    finally:
+        kubectl("delete", "pod", pod_name, "-n", namespace, "--wait=false", check=False)
+    return rows
+
+
+def with_changes(manifest: dict[str, Any], **spec_changes: Any) -> dict[str, Any]:
+    changed = copy.deepcopy(manifest)
+    changed["spec"].update(spec_changes)
+    return changed
+
+
+class Stopwatch:
+    """Wall-clock measurements reported by the e2e run (never asserted)."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, float] = {}
+
+    def record(self, name: str, seconds: float) -> None:
+        self.results[name] = seconds
+        print(f"[e2e timing] {name}: {seconds:.2f}", flush=True)
+
+    @staticmethod
+    def now() -> float:
+        return time.monotonic()
+
+
+def exists(kind: str, name: str, namespace: str) -> bool:
+    try:
+        out = kubectl("get", kind, name, "-n", namespace, "--ignore-not-found", "-o", "name")
+    except KubectlError:
+        return False
+    return bool(out.strip())
