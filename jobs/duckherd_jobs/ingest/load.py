@@ -143,11 +143,12 @@ class SourceLoader:
         """Run a statement that reads the extracted files; returns the row count it wrote."""
         try:
             row = self.connection.execute(sql, parameters).fetchone()
-        except duckdb.ConversionException as error:
+        except (duckdb.ConversionException, duckdb.InvalidInputException) as error:
+            # A sampled type that a later value does not fit: read again, inferring from all.
             if self.extracted.fallback_sql is not None and not self.use_fallback:
                 raise FastReadFailed(str(error)) from error
             raise self._fail(f"cannot load the fetched data: {error}") from None
-        except (duckdb.InvalidInputException, duckdb.IOException) as error:
+        except duckdb.IOException as error:
             raise self._fail(f"cannot read the fetched data: {error}") from None
         return int(row[0]) if row else 0
 
