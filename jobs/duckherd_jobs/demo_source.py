@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -369,14 +369,3 @@ def serve(
         pass
     finally:
         server.server_close()
-
-
-def iter_pages(catalog: CustomerCatalog, page_size: int) -> Iterator[bytes]:
-    """Every page body in order (for tests and benchmarks that need the bytes directly)."""
-    page = 1
-    while True:
-        body, total = catalog.page(page, page_size, None)
-        yield body
-        if page * page_size >= total:
-            return
-        page += 1

@@ -43,6 +43,7 @@ class FakeApiState:
     extra_on_page: dict[int, Record] = field(default_factory=dict)
     required_headers: dict[str, str] = field(default_factory=dict)
     required_params: dict[str, str] = field(default_factory=dict)
+    max_page_size: int = 1_000_000
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -160,7 +161,7 @@ def _page(
     mode = state.mode
     if mode == "none":
         return json.dumps(records).encode(), {}, 1
-    size = int(params.get("page_size", params.get("limit", "100")))
+    size = min(int(params.get("page_size", params.get("limit", "100"))), state.max_page_size)
     if mode == "offset":
         start = int(params.get("offset", "0"))
     elif mode == "cursor":

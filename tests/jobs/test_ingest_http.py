@@ -121,6 +121,39 @@ def test_every_pagination_mode_loads_every_record_once(
 
 
 @pytest.mark.parametrize(
+    ("mode", "pagination"),
+    [
+        ("page", {"type": "page", "pageSize": 20, "totalPath": "total"}),
+        ("page", {"type": "page", "pageSize": 20}),
+        ("offset", {"type": "offset", "pageSize": 20, "sizeParam": "limit", "totalPath": "total"}),
+    ],
+    ids=["page-total", "page-until-short", "offset"],
+)
+def test_a_server_capping_the_page_size_loses_nothing(
+    tmp_path: Path, mode: str, pagination: dict[str, object]
+) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    with FakeApi(customers(50), mode=mode) as api:
+        api.state.max_page_size = 8
+        summary = ingest(
+            pipeline(http_source("items", api.url, http={"pagination": pagination})), warehouse
+        )
+    assert summary.ok, summary.error
+    assert query(warehouse, "SELECT count(*), count(DISTINCT id) FROM raw.items") == [(50, 50)]
+
+
+def test_a_wrong_records_path_fails_naming_it(tmp_path: Path) -> None:
+    with FakeApi(customers(5)) as api:
+        source = http_source("items", api.url, http={"recordsPath": "results"})
+        summary = ingest(pipeline(source), tmp_path / "warehouse.duckdb")
+    assert not summary.ok
+    assert summary.error is not None
+    assert "recordsPath 'results' is not in the response (top-level keys: data, total)" in (
+        summary.error
+    )
+
+
+@pytest.mark.parametrize(
     ("fault", "value"),
     [("500", 0.0), ("slow", 2.0), ("cut", 0.0), ("broken", 0.0), ("reset", 0.0)],
 )

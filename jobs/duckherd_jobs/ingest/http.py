@@ -231,8 +231,9 @@ class HttpExtractor:
             self._follow_links(spool, first)
         return first
 
-    def _page_params(self, index: int) -> dict[str, Any]:
-        """Query parameters of the page at `index` (0-based) in page and offset modes."""
+    def _page_params(self, index: int, step: int | None = None) -> dict[str, Any]:
+        """Query parameters of the page at `index` (0-based) in page and offset modes; `step`
+        is the page size the server actually uses (offsets advance by it)."""
         pagination = self.http.pagination
         params = dict(self.params)
         if pagination.sizeParam:
@@ -240,7 +241,7 @@ class HttpExtractor:
         if pagination.type == "page":
             params[pagination.pageParam] = pagination.startPage + index
         elif pagination.type == "offset":
-            params[pagination.offsetParam] = index * pagination.pageSize
+            params[pagination.offsetParam] = index * (step or pagination.pageSize)
         return params
 
     def _first_page(self, spool: _Spool) -> _FirstPage:
@@ -252,6 +253,13 @@ class HttpExtractor:
         except ValueError as error:
             raise IngestError(self._where(f"first page is not JSON: {error}")) from None
         records = dotted(body, self.http.recordsPath)
+        if records is None and self.http.recordsPath and isinstance(body, dict):
+            raise IngestError(
+                self._where(
+                    f"recordsPath {self.http.recordsPath!r} is not in the response "
+                    f"(top-level keys: {', '.join(sorted(body)[:20])})"
+                )
+            )
         if records is not None and not isinstance(records, list | dict):
             raise IngestError(
                 self._where(f"recordsPath {self.http.recordsPath!r} is not a list of records")
@@ -269,10 +277,17 @@ class HttpExtractor:
         limit = self.http.pagination.maxPages
         return pages if limit is None else min(pages, limit)
 
+    def _effective_page_size(self, first: _FirstPage, total: int | None) -> int:
+        """The page size the server really uses: many cap it below what was asked for."""
+        asked = self.http.pagination.pageSize
+        more_exists = total is None or first.count < total
+        return first.count if 0 < first.count < asked and more_exists else asked
+
     def _fetch_known_pages(self, spool: _Spool, first: _FirstPage, total: int) -> None:
         """Pages 2..N, N known from the total: fetched concurrently, written in order."""
-        pages = self._page_limit(math.ceil(total / self.http.pagination.pageSize))
-        tasks = (self._page_params(index) for index in range(1, pages))
+        size = self._effective_page_size(first, total)
+        pages = self._page_limit(math.ceil(total / size))
+        tasks = (self._page_params(index, size) for index in range(1, pages))
         self._fetch_ordered(spool, tasks)
 
     def _fetch_ordered(self, spool: _Spool, tasks: Iterator[dict[str, Any]]) -> None:
@@ -296,12 +311,25 @@ class HttpExtractor:
         return self.fetcher.get(self.http.url, params, check_json_body)
 
     def _fetch_until_short(self, spool: _Spool, first: _FirstPage) -> None:
-        """Page after page until one comes back short or empty (the total is unknown)."""
-        size, count, index = self.http.pagination.pageSize, first.count, 1
-        while count >= size and index < self._page_limit(index + 1):
-            response = self._get_page(self._page_params(index))
-            spool.write(response.content)
-            count = self._count(response)
+        """Page after page until one comes back short or empty (the total is unknown).
+
+        A first page shorter than asked may be the only page or a server capping the page
+        size: the next page (empty in the first case) tells which.
+        """
+        size = self._effective_page_size(first, None)
+        count, index, previous = first.count, 1, first.response.content
+        while count >= size and count > 0 and index < self._page_limit(index + 1):
+            response = self._get_page(self._page_params(index, size))
+            if response.content == previous:
+                raise IngestError(
+                    self._where(
+                        f"page {index + 1} repeats the page before: does the API "
+                        "read the page parameter?"
+                    )
+                )
+            count, previous = self._count(response), response.content
+            if count:
+                spool.write(response.content)
             index += 1
 
     def _count(self, response: httpx.Response) -> int:
@@ -310,11 +338,14 @@ class HttpExtractor:
 
     def _follow_cursor(self, spool: _Spool, first: _FirstPage) -> None:
         pagination = self.http.pagination
-        body, pages = first.body, 1
+        body, pages, seen = first.body, 1, set()
         while pages < self._page_limit(pages + 1):
             cursor = dotted(body, pagination.cursorPath)
             if cursor in (None, ""):
                 return
+            if str(cursor) in seen:
+                raise IngestError(self._where(f"cursor {cursor!r} came back twice"))
+            seen.add(str(cursor))
             response = self.fetcher.get(
                 self.http.url, {**self.params, pagination.cursorParam: cursor}, check_json_body
             )
