@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -22,10 +25,26 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.batching.error_delays = [1, 5, 15, 30, 60]
 
 
+KOPF_IN_CLUSTER_SERVER = "https://kubernetes.default.svc"
+
+
+def in_cluster_address(
+    info: kopf.ConnectionInfo, env: Mapping[str, str] = os.environ
+) -> kopf.ConnectionInfo:
+    """Kopf names the API server `kubernetes.default.svc`, which needs cluster DNS; in-cluster
+    clients (client-go's too) use the address the kubelet injects into every pod instead."""
+    host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")
+    if info.server != KOPF_IN_CLUSTER_SERVER or not host or not port:
+        return info
+    host = f"[{host}]" if ":" in host else host
+    return dataclasses.replace(info, server=f"https://{host}:{port}")
+
+
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
     if info is not None:
+        info = in_cluster_address(info)
         state.set_connection(info)
     return info
 
