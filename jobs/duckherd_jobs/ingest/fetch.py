@@ -6,6 +6,7 @@ import email.utils
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -93,6 +94,30 @@ class Fetcher:
     def close(self) -> None:
         self.client.close()
 
+    def _retrying(self) -> tenacity.Retrying:
+        return tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.max_retries + 1),
+            wait=_WaitRetryAfterOrBackoff(),
+            retry=tenacity.retry_if_exception_type((httpx.TransportError, RetryableResponse)),
+            reraise=True,
+            sleep=time.sleep,
+        )
+
+    def download(self, url: str, target: Path, chunk_bytes: int = 1 << 20) -> None:
+        """Stream a body to a file (a retry starts the file over)."""
+        for attempt in self._retrying():
+            with attempt, self.client.stream("GET", url) as response:
+                if response.status_code in RETRYABLE_STATUS:
+                    raise RetryableResponse(
+                        f"HTTP {response.status_code}",
+                        parse_retry_after(response.headers.get("Retry-After")),
+                    )
+                if response.status_code >= 400:
+                    raise FatalResponse(f"HTTP {response.status_code}")
+                with target.open("wb") as file:
+                    for chunk in response.iter_bytes(chunk_bytes):
+                        file.write(chunk)
+
     def get(
         self,
         url: str,
@@ -104,14 +129,7 @@ class Fetcher:
         `check` inspects a 2xx response inside the retry loop: raising RetryableResponse from
         it retries the request (e.g. a body that is not whole JSON).
         """
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.max_retries + 1),
-            wait=_WaitRetryAfterOrBackoff(),
-            retry=tenacity.retry_if_exception_type((httpx.TransportError, RetryableResponse)),
-            reraise=True,
-            sleep=time.sleep,
-        )
-        for attempt in retrying:
+        for attempt in self._retrying():
             with attempt:
                 response = self._get_once(url, params)
                 if check is not None:

@@ -39,8 +39,7 @@ def _download(source: Source, url: str, target: Path) -> None:
         timeout_seconds=DOWNLOAD_TIMEOUT_SECONDS, max_retries=DOWNLOAD_RETRIES, headers={}
     )
     try:
-        response = fetcher.get(url)
-        target.write_bytes(response.content)
+        fetcher.download(url, target, DOWNLOAD_CHUNK_BYTES)
     except Exception as error:
         raise IngestError(
             f"source {source.name} (file {url}): download failed: {describe_failure(error)}"

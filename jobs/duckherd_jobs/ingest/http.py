@@ -24,7 +24,12 @@ import httpx
 from duckherd.api import HttpSource, Source
 from duckherd_jobs.ingest.errors import IngestError, redact
 from duckherd_jobs.ingest.extracted import Extracted, quote_column
-from duckherd_jobs.ingest.fetch import Fetcher, RetryableResponse, describe_failure
+from duckherd_jobs.ingest.fetch import (
+    FatalResponse,
+    Fetcher,
+    RetryableResponse,
+    describe_failure,
+)
 
 SAMPLE_RECORDS = 20_480  # DuckDB's own default sample, counted in records rather than pages
 _WRAP_OPEN, _WRAP_CLOSE = b'{"p":', b"}\n"
@@ -247,7 +252,7 @@ class HttpExtractor:
     def _first_page(self, spool: _Spool) -> _FirstPage:
         pagination = self.http.pagination
         params = self._page_params(0) if pagination.type in ("page", "offset") else self.params
-        response = self.fetcher.get(self.http.url, params, check_json_body)
+        response = self._get(self.http.url, params)
         try:
             body = json.loads(response.content)
         except ValueError as error:
@@ -308,7 +313,22 @@ class HttpExtractor:
                 raise
 
     def _get_page(self, params: dict[str, Any]) -> httpx.Response:
-        return self.fetcher.get(self.http.url, params, check_json_body)
+        return self._get(self.http.url, params)
+
+    def _get(self, url: str, params: Mapping[str, Any] | None) -> httpx.Response:
+        """One page, retried; the error names the request (without a credential)."""
+        try:
+            return self.fetcher.get(url, params, check_json_body)
+        except (httpx.HTTPError, RetryableResponse, FatalResponse) as error:
+            hidden = self.http.auth.paramName if self.http.auth else None
+            shown = {k: v for k, v in (params or {}).items() if k != hidden}
+            retried = (
+                ""
+                if isinstance(error, FatalResponse)
+                else (f" after {self.http.maxRetries} retries")
+            )
+            cause = redact(describe_failure(error), self.secrets)
+            raise IngestError(self._where(f"GET {shown}: {cause}{retried}")) from None
 
     def _fetch_until_short(self, spool: _Spool, first: _FirstPage) -> None:
         """Page after page until one comes back short or empty (the total is unknown).
@@ -346,9 +366,7 @@ class HttpExtractor:
             if str(cursor) in seen:
                 raise IngestError(self._where(f"cursor {cursor!r} came back twice"))
             seen.add(str(cursor))
-            response = self.fetcher.get(
-                self.http.url, {**self.params, pagination.cursorParam: cursor}, check_json_body
-            )
+            response = self._get(self.http.url, {**self.params, pagination.cursorParam: cursor})
             body = json.loads(response.content)
             records = dotted(body, self.http.recordsPath)
             if not records:
@@ -365,7 +383,7 @@ class HttpExtractor:
             if not link:
                 return
             target = str(response.url.join(link))
-            response = self.fetcher.get(target, extra or None, check_json_body)
+            response = self._get(target, extra or None)
             spool.write(response.content)
             pages += 1
 

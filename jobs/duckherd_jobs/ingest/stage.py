@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from duckherd_jobs.ingest.postgres import extract_postgres
 from duckherd_jobs.warehouse import connect
 
 DEFAULT_MEMORY_LIMIT = "256MB"
+MAX_PARALLEL_SOURCES = 4
 
 
 def run_ingest(ctx: StageContext) -> StageSummary:
@@ -45,9 +47,14 @@ def run_ingest(ctx: StageContext) -> StageSummary:
     ctx.warehouse.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".duckherd-spool-", dir=ctx.warehouse.parent) as tmp:
         spool = Path(tmp)
-        extracted = [
-            _extract(source, ctx, cursor_for(source, cursors), spool) for source in sources
-        ]
+        # Sources wait on different servers: fetch them side by side.
+        with ThreadPoolExecutor(min(len(sources), MAX_PARALLEL_SOURCES)) as pool:
+            extracted = list(
+                pool.map(
+                    lambda source: _extract(source, ctx, cursor_for(source, cursors), spool),
+                    sources,
+                )
+            )
         loaded_at = utc_now()
         with connect(ctx.warehouse, timeout_seconds=ctx.lock_timeout_seconds) as connection:
             results = load_all(connection, sources, extracted, ctx.run_id, loaded_at)
