@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from duckherd_jobs.demo_source import DemoSource
@@ -65,8 +70,6 @@ def test_demo_source_loads_every_customer_with_types_and_load_metadata(tmp_path:
 
 def test_demo_source_is_deterministic_and_recent() -> None:
     with DemoSource(300, as_of=AS_OF) as first, DemoSource(300, as_of=AS_OF) as second:
-        import httpx
-
         one = httpx.get(f"{first}/customers", params={"page": 2, "page_size": 50}).content
         two = httpx.get(f"{second}/customers", params={"page": 2, "page_size": 50}).content
         latest = max(
@@ -301,3 +304,35 @@ def test_a_missing_secret_names_the_env_var(tmp_path: Path) -> None:
     assert not summary.ok
     assert summary.error is not None
     assert "DUCKHERD_SECRET_API_TOKEN" in summary.error
+
+
+def test_the_demo_source_command_serves_on_the_given_address() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    duckherd = str(Path(sys.executable).parent / "duckherd")
+    process = subprocess.Popen(
+        [duckherd, "demo-source", "--host", "127.0.0.1", "--port", str(port), "--customers", "42"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline().decode()
+        assert f"127.0.0.1:{port}/customers" in banner
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(
+                    f"http://127.0.0.1:{port}/customers", params={"page": 5, "page_size": 10}
+                )
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        body = response.json()
+        assert (body["total"], body["page"], len(body["data"])) == (42, 5, 2)
+        assert "Link" not in response.headers
+        assert httpx.get(f"http://127.0.0.1:{port}/customers?page=0").status_code == 400
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
