@@ -1,0 +1,147 @@
+"""Checks from the spec, validated in Great Expectations' own vocabulary.
+
+Core expectations are validated by instantiating GX's expectation class with the spec's
+kwargs: an unknown or mistyped argument gets GX's own verdict, prefixed with the check it is
+in. The two Duckherd expectations GX lacks are validated by small models of the same shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import great_expectations.expectations as gx_expectations
+from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+from great_expectations.expectations.metadata_types import FailureSeverity
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from duckherd.api import Check, parse_duration
+
+ROW_COUNT_CHANGE = "expect_table_row_count_change_to_be_within"
+MAX_RECENT = "expect_column_max_to_be_recent"
+GX_SEVERITY = {"error": FailureSeverity.CRITICAL, "warn": FailureSeverity.WARNING}
+
+
+class CheckConfigError(ValueError):
+    """A check whose expectation arguments are invalid; the message names the check and field."""
+
+
+class _RowCountChangeKwargs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_change_pct: float = Field(ge=0)
+
+
+class _MaxRecentKwargs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    column: str
+    max_age: str
+
+    @field_validator("max_age")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+_DUCKHERD_KWARGS: dict[str, type[BaseModel]] = {
+    ROW_COUNT_CHANGE: _RowCountChangeKwargs,
+    MAX_RECENT: _MaxRecentKwargs,
+}
+
+# Success arguments whose GX defaults the pushdown needs even when the spec leaves them out.
+_GX_DEFAULTS = ("mostly", "strict_min", "strict_max")
+
+
+@dataclass(frozen=True)
+class PlannedCheck:
+    """One check, its arguments normalized (GX's types and defaults) and its GX configuration."""
+
+    position: int
+    check: Check
+    table: str
+    kwargs: dict[str, Any]
+    configuration: Any
+
+    @property
+    def name(self) -> str:
+        return self.check.display_name
+
+
+def qualified_name(table: str) -> str:
+    """`schema.table` with the default schema `marts` applied."""
+    return table if "." in table else f"marts.{table}"
+
+
+def expectation_class(expectation: str) -> Any:
+    """GX's class for a snake_case expectation type, or None when GX has no such expectation."""
+    class_name = "".join(part.capitalize() for part in expectation.split("_"))
+    return getattr(gx_expectations, class_name, None)
+
+
+def _where(position: int, check: Check) -> str:
+    return f"quality.checks[{position}] ({check.display_name})"
+
+
+def _describe_errors(errors: list[Any]) -> str:
+    parts = []
+    for error in errors:
+        location = ".".join(str(part) for part in error["loc"] if part != "__root__")
+        prefix = f"kwargs.{location}: " if location else "kwargs: "
+        parts.append(prefix + str(error["msg"]))
+    return "; ".join(parts)
+
+
+def _gx_kwargs(position: int, check: Check, cls: Any) -> tuple[dict[str, Any], Any]:
+    try:
+        expectation = cls(**check.kwargs)
+    except Exception as error:  # GX raises pydantic v1 ValidationError and a few plain ones
+        errors = getattr(error, "errors", None)
+        detail = _describe_errors(errors()) if callable(errors) else str(error)
+        raise CheckConfigError(f"{_where(position, check)}: {detail}") from None
+    kwargs = dict(expectation.configuration.kwargs)
+    for name in _GX_DEFAULTS:
+        if hasattr(expectation, name):
+            kwargs.setdefault(name, getattr(expectation, name))
+    configuration = ExpectationConfiguration(
+        type=check.expectation,
+        kwargs=dict(expectation.configuration.kwargs),
+        severity=GX_SEVERITY[check.severity],
+    )
+    return kwargs, configuration
+
+
+def _duckherd_kwargs(position: int, check: Check) -> tuple[dict[str, Any], Any]:
+    try:
+        model = _DUCKHERD_KWARGS[check.expectation].model_validate(check.kwargs)
+    except ValidationError as error:
+        details = "; ".join(
+            f"kwargs.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise CheckConfigError(f"{_where(position, check)}: {details}") from None
+    kwargs = model.model_dump()
+    configuration = ExpectationConfiguration(
+        type=check.expectation, kwargs=dict(kwargs), severity=GX_SEVERITY[check.severity]
+    )
+    return kwargs, configuration
+
+
+def plan_checks(checks: list[Check]) -> list[PlannedCheck]:
+    """Validate every check's arguments up front: a bad one fails the stage before any work."""
+    planned = []
+    for position, check in enumerate(checks):
+        if check.expectation in _DUCKHERD_KWARGS:
+            kwargs, configuration = _duckherd_kwargs(position, check)
+        else:
+            cls = expectation_class(check.expectation)
+            if cls is None:
+                raise CheckConfigError(
+                    f"{_where(position, check)}: {check.expectation} is not a Great "
+                    "Expectations expectation"
+                )
+            kwargs, configuration = _gx_kwargs(position, check, cls)
+        planned.append(
+            PlannedCheck(position, check, qualified_name(check.table), kwargs, configuration)
+        )
+    return planned

@@ -1,0 +1,461 @@
+"""Expectations computed inside DuckDB, one scan per table, results in GX's format.
+
+Every expectation on a table contributes aggregates (`count(*)`, `count(col)`,
+`count(*) FILTER (WHERE <unexpected>)`, `count(DISTINCT col)`, `min`, `avg`, ...) to ONE
+`SELECT ... FROM table`; identical aggregates are computed once. Only a check that fails pays
+for more: a bounded follow-up query for its sample of unexpected values (GX's
+`partial_unexpected_list`), and for uniqueness the exact count of duplicated rows, which GX
+defines as every row whose value occurs more than once (`count(DISTINCT)` settles success in
+the shared scan; the GROUP BY runs only when there are duplicates).
+
+The result dictionaries follow GX's `_format_map_output` (SUMMARY format) and
+`_validate_metric_value_between` field for field; the tests compare them with GX's own
+evaluation of the same data.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+
+from duckherd.api import parse_duration
+from duckherd_jobs.warehouse import quote_identifier
+
+PARTIAL_UNEXPECTED_COUNT = 20  # GX's default for the SUMMARY result format
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """One aggregate expression over a table, with its bound parameters."""
+
+    sql: str
+    params: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class Predicate:
+    """A row condition (SQL with `?` placeholders) selecting unexpected rows."""
+
+    sql: str
+    params: tuple[Any, ...] = ()
+
+
+ROW_COUNT = Aggregate("count(*)")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A check's verdict: GX's `result` dictionary and a short text for the summary."""
+
+    success: bool
+    result: dict[str, Any]
+    observed: str
+
+
+@dataclass(frozen=True)
+class Situation:
+    """What an evaluation needs besides the scan: the time and the previous run's row count."""
+
+    now: datetime
+    previous_row_count: int | None
+
+
+class TableProbe:
+    """Follow-up queries on one table, run only for checks that failed."""
+
+    def __init__(self, connection: duckdb.DuckDBPyConnection, relation: str) -> None:
+        self._connection = connection
+        self.relation = relation
+
+    def sample(self, columns: Sequence[str], where: Predicate) -> list[tuple[Any, ...]]:
+        select = ", ".join(columns)
+        rows = self._connection.execute(
+            f"SELECT {select} FROM {self.relation} AS t WHERE {where.sql} "
+            f"LIMIT {PARTIAL_UNEXPECTED_COUNT}",
+            list(where.params),
+        ).fetchall()
+        return [tuple(row) for row in rows]
+
+    def duplicates(self, columns: Sequence[str], considered: Predicate) -> tuple[int, Predicate]:
+        """Rows whose value (combination) occurs more than once, and a predicate for them."""
+        keys = ", ".join(columns)
+        groups = (
+            f"SELECT {keys} FROM {self.relation} WHERE {considered.sql} "
+            f"GROUP BY ALL HAVING count(*) > 1"
+        )
+        row = self._connection.execute(
+            f"SELECT coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM {self.relation} "
+            f"WHERE {considered.sql} GROUP BY {keys} HAVING count(*) > 1)",
+            list(considered.params),
+        ).fetchone()
+        count = int(row[0]) if row else 0
+        # `t` is the sampled relation (see `sample`); unqualified names would bind to `d`.
+        matches = " AND ".join(f"t.{c} = d.{c}" for c in columns)
+        predicate = Predicate(
+            f"({considered.sql}) AND EXISTS (SELECT 1 FROM ({groups}) AS d WHERE {matches})",
+            considered.params + considered.params,
+        )
+        return count, predicate
+
+
+class Evaluator(ABC):
+    """An expectation bound to a table's columns: what to aggregate, how to judge."""
+
+    @abstractmethod
+    def aggregates(self) -> list[Aggregate]: ...
+
+    @abstractmethod
+    def evaluate(
+        self, values: Mapping[Aggregate, Any], probe: TableProbe, situation: Situation
+    ) -> Outcome: ...
+
+
+def _percent(part: int, whole: int | None) -> float | None:
+    return part / whole * 100 if whole else None
+
+
+def _counts(values: list[Any]) -> list[dict[str, Any]]:
+    try:
+        common = Counter(values).most_common(PARTIAL_UNEXPECTED_COUNT)
+        return [
+            {"value": value, "count": count}
+            for value, count in sorted(common, key=lambda item: (-item[1], item[0]))
+        ]
+    except TypeError:  # unorderable or unhashable values: GX reports the same marker
+        return [{"error": "partial_exception_counts requires a hashable type"}]
+
+
+def map_result(
+    *,
+    element_count: int,
+    nonnull_count: int | None,
+    unexpected_count: int,
+    unexpected_list: list[Any],
+) -> dict[str, Any]:
+    """GX's `_format_map_output` in the SUMMARY format."""
+    missing_count = None if nonnull_count is None else element_count - nonnull_count
+    total = _percent(unexpected_count, element_count)
+    if nonnull_count is None:
+        nonmissing = total
+    else:
+        nonmissing = _percent(unexpected_count, nonnull_count) if element_count else None
+    result: dict[str, Any] = {
+        "element_count": element_count,
+        "unexpected_count": unexpected_count,
+        "unexpected_percent": nonmissing,
+        "partial_unexpected_list": unexpected_list[:PARTIAL_UNEXPECTED_COUNT],
+    }
+    if missing_count is not None:
+        result["missing_count"] = missing_count
+        result["missing_percent"] = _percent(missing_count, element_count)
+        result["unexpected_percent_total"] = total
+        result["unexpected_percent_nonmissing"] = nonmissing
+    hashable = [tuple(v.values()) if isinstance(v, dict) else v for v in unexpected_list]
+    result["partial_unexpected_counts"] = _counts(hashable)
+    return result
+
+
+def _mostly(considered: int, unexpected: int, mostly: float) -> bool:
+    if considered == 0:
+        return True  # GX: vacuously true
+    return (considered - unexpected) / considered >= mostly
+
+
+def _map_observed(unexpected: int, considered: int) -> str:
+    share = f" ({unexpected / considered * 100:.3g}%)" if considered else ""
+    return f"{unexpected} unexpected of {considered}{share}"
+
+
+class NotNull(Evaluator):
+    def __init__(self, column: str, mostly: float) -> None:
+        self.nonnull = Aggregate(f"count({column})")
+        self.mostly = mostly
+
+    def aggregates(self) -> list[Aggregate]:
+        return [ROW_COUNT, self.nonnull]
+
+    def evaluate(
+        self, values: Mapping[Aggregate, Any], probe: TableProbe, situation: Situation
+    ) -> Outcome:
+        rows, nonnull = int(values[ROW_COUNT]), int(values[self.nonnull])
+        unexpected = rows - nonnull
+        result = map_result(
+            element_count=rows,
+            nonnull_count=None,
+            unexpected_count=unexpected,
+            unexpected_list=[None] * min(unexpected, PARTIAL_UNEXPECTED_COUNT),
+        )
+        success = _mostly(rows, unexpected, self.mostly)
+        return Outcome(success, result, _map_observed(unexpected, rows))
+
+
+class ColumnValues(Evaluator):
+    """A column map expectation: nulls are missing, not unexpected; `predicate` marks the rest."""
+
+    def __init__(self, column: str, predicate: Predicate, mostly: float) -> None:
+        self.column = column
+        self.predicate = Predicate(f"{column} IS NOT NULL AND ({predicate.sql})", predicate.params)
+        self.nonnull = Aggregate(f"count({column})")
+        self.unexpected = Aggregate(
+            f"count(*) FILTER (WHERE {self.predicate.sql})", self.predicate.params
+        )
+        self.mostly = mostly
+
+    def aggregates(self) -> list[Aggregate]:
+        return [ROW_COUNT, self.nonnull, self.unexpected]
+
+    def evaluate(
+        self, values: Mapping[Aggregate, Any], probe: TableProbe, situation: Situation
+    ) -> Outcome:
+        rows, nonnull = int(values[ROW_COUNT]), int(values[self.nonnull])
+        unexpected = int(values[self.unexpected])
+        sample = []
+        if unexpected:
+            sample = [row[0] for row in probe.sample([self.column], self.predicate)]
+        result = map_result(
+            element_count=rows,
+            nonnull_count=nonnull,
+            unexpected_count=unexpected,
+            unexpected_list=sample,
+        )
+        success = rows == 0 or _mostly(nonnull, unexpected, self.mostly)
+        return Outcome(success, result, _map_observed(unexpected, nonnull))
+
+
+class Unique(Evaluator):
+    """Single-column and compound uniqueness, as GX defines them.
+
+    Every row of a repeated value (combination) is unexpected; a row with a NULL in any of the
+    columns never counts as a repeat (GX matches with `=`). Compound checks ignore only rows
+    whose columns are all NULL (GX's default `ignore_row_if="all_values_are_missing"`).
+    """
+
+    def __init__(self, columns: Sequence[str], names: Sequence[str], mostly: float) -> None:
+        self.columns = list(columns)
+        self.names = list(names)
+        self.compound = len(columns) > 1
+        self.candidates = Predicate(" AND ".join(f"{c} IS NOT NULL" for c in columns))
+        keys = f"({', '.join(columns)})" if self.compound else columns[0]
+        if self.compound:
+            considered = " OR ".join(f"{c} IS NOT NULL" for c in columns)
+            self.considered = Aggregate(f"count(*) FILTER (WHERE {considered})")
+        else:
+            self.considered = Aggregate(f"count({columns[0]})")
+        self.candidate_count = Aggregate(f"count(*) FILTER (WHERE {self.candidates.sql})")
+        self.distinct = Aggregate(f"count(DISTINCT {keys}) FILTER (WHERE {self.candidates.sql})")
+        self.mostly = mostly
+
+    def aggregates(self) -> list[Aggregate]:
+        return [ROW_COUNT, self.considered, self.candidate_count, self.distinct]
+
+    def evaluate(
+        self, values: Mapping[Aggregate, Any], probe: TableProbe, situation: Situation
+    ) -> Outcome:
+        rows, considered = int(values[ROW_COUNT]), int(values[self.considered])
+        unexpected, sample = 0, []
+        if int(values[self.distinct]) < int(values[self.candidate_count]):
+            unexpected, duplicated = probe.duplicates(self.columns, self.candidates)
+            rows_found = probe.sample(self.columns, duplicated)
+            if self.compound:
+                sample = [dict(zip(self.names, row, strict=True)) for row in rows_found]
+            else:
+                sample = [row[0] for row in rows_found]
+        result = map_result(
+            element_count=rows,
+            nonnull_count=considered,
+            unexpected_count=unexpected,
+            unexpected_list=sample,
+        )
+        success = rows == 0 or _mostly(considered, unexpected, self.mostly)
+        return Outcome(success, result, _map_observed(unexpected, considered))
+
+
+def between_predicate(
+    value: str, min_value: Any, max_value: Any, strict_min: bool, strict_max: bool
+) -> Predicate:
+    """Rows outside [min_value, max_value] (either bound may be open)."""
+    parts, params = [], []
+    if min_value is not None:
+        parts.append(f"{value} {'<=' if strict_min else '<'} ?")
+        params.append(min_value)
+    if max_value is not None:
+        parts.append(f"{value} {'>=' if strict_max else '>'} ?")
+        params.append(max_value)
+    return Predicate(" OR ".join(parts) or "FALSE", tuple(params))
+
+
+def in_between(
+    observed: Any, min_value: Any, max_value: Any, strict_min: bool, strict_max: bool
+) -> bool:
+    if min_value is not None and (observed <= min_value if strict_min else observed < min_value):
+        return False
+    return not (
+        max_value is not None and (observed >= max_value if strict_max else observed > max_value)
+    )
+
+
+class AggregateBetween(Evaluator):
+    """`expect_column_{min,max,mean,sum}_to_be_between` and the table row count bounds."""
+
+    def __init__(self, aggregate: Aggregate, kwargs: Mapping[str, Any]) -> None:
+        self.aggregate = aggregate
+        self.bounds = (
+            kwargs.get("min_value"),
+            kwargs.get("max_value"),
+            bool(kwargs.get("strict_min")),
+            bool(kwargs.get("strict_max")),
+        )
+
+    def aggregates(self) -> list[Aggregate]:
+        return [ROW_COUNT, self.aggregate]
+
+    def evaluate(
+        self, values: Mapping[Aggregate, Any], probe: TableProbe, situation: Situation
+    ) -> Outcome:
+        observed = values[self.aggregate]
+        if observed is None or (isinstance(observed, float) and math.isnan(observed)):
+            return Outcome(False, {"observed_value": None}, "no values")
+        success = in_between(observed, *self.bounds)
+        return Outcome(success, {"observed_value": observed}, str(observed))
+
+
+class RowCountChange(Evaluator):
+    """Duckherd's `expect_table_row_count_change_to_be_within` (versus the previous run)."""
+
+    def __init__(self, max_change_pct: float) -> None:
+        self.max_change_pct = max_change_pct
+
+    def aggregates(self) -> list[Aggregate]:
+        return [ROW_COUNT]
+
+    def evaluate(
+        self, values: Mapping[Aggregate, Any], probe: TableProbe, situation: Situation
+    ) -> Outcome:
+        rows, previous = int(values[ROW_COUNT]), situation.previous_row_count
+        details = {"row_count": rows, "previous_row_count": previous}
+        if previous is None:
+            return Outcome(
+                True, {"observed_value": "no previous run", "details": details}, "no previous run"
+            )
+        if previous == 0:
+            change = 0.0 if rows == 0 else math.inf
+        else:
+            change = (rows - previous) / previous * 100
+        success = abs(change) <= self.max_change_pct
+        observed_value = change if math.isfinite(change) else "previous run had 0 rows"
+        text = f"{change:+.2f}% ({previous} -> {rows} rows)"
+        return Outcome(success, {"observed_value": observed_value, "details": details}, text)
+
+
+class MaxRecent(Evaluator):
+    """Duckherd's `expect_column_max_to_be_recent`: max(column) no older than `max_age`."""
+
+    def __init__(self, column: str, max_age: str) -> None:
+        # epoch() reads a naive TIMESTAMP (and a DATE) as UTC and a TIMESTAMPTZ as the instant.
+        self.latest = Aggregate(f"epoch(max({column}))")
+        self.max_age = parse_duration(max_age)
+
+    def aggregates(self) -> list[Aggregate]:
+        return [ROW_COUNT, self.latest]
+
+    def evaluate(
+        self, values: Mapping[Aggregate, Any], probe: TableProbe, situation: Situation
+    ) -> Outcome:
+        seconds = values[self.latest]
+        if seconds is None:
+            return Outcome(False, {"observed_value": None}, "no values")
+        latest = datetime.fromtimestamp(float(seconds), UTC)
+        age = situation.now - latest
+        details = {
+            "age_seconds": age.total_seconds(),
+            "max_age_seconds": self.max_age.total_seconds(),
+        }
+        observed = latest.isoformat().replace("+00:00", "Z")
+        text = f"max {observed} ({_humanize(age)} old)"
+        return Outcome(age <= self.max_age, {"observed_value": observed, "details": details}, text)
+
+
+def _humanize(age: timedelta) -> str:
+    seconds = int(age.total_seconds())
+    sign, seconds = ("-", -seconds) if seconds < 0 else ("", seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{sign}{hours}h{rest // 60:02d}m"
+
+
+_AGGREGATES = {
+    "expect_column_min_to_be_between": "min",
+    "expect_column_max_to_be_between": "max",
+    "expect_column_mean_to_be_between": "avg",
+    "expect_column_sum_to_be_between": "sum",
+}
+
+
+def _in_set_predicate(column: str, value_set: Sequence[Any]) -> Predicate:
+    if not value_set:
+        return Predicate("TRUE")
+    placeholders = ", ".join("?" for _ in value_set)
+    return Predicate(f"{column} NOT IN ({placeholders})", tuple(value_set))
+
+
+def build_evaluator(
+    expectation: str, kwargs: Mapping[str, Any], columns: Mapping[str, str]
+) -> Evaluator:
+    """The evaluator of one expectation; `columns` maps spec names to the table's own names."""
+
+    def col(name: str) -> str:
+        return quote_identifier(columns[name])
+
+    mostly = float(kwargs.get("mostly", 1.0))
+    if expectation == "expect_column_values_to_not_be_null":
+        return NotNull(col(kwargs["column"]), mostly)
+    if expectation == "expect_column_values_to_be_unique":
+        return Unique([col(kwargs["column"])], [kwargs["column"]], mostly)
+    if expectation == "expect_compound_columns_to_be_unique":
+        names = list(kwargs["column_list"])
+        return Unique([col(name) for name in names], names, mostly)
+    if expectation == "expect_column_values_to_be_between":
+        column = col(kwargs["column"])
+        predicate = between_predicate(
+            column,
+            kwargs.get("min_value"),
+            kwargs.get("max_value"),
+            bool(kwargs.get("strict_min")),
+            bool(kwargs.get("strict_max")),
+        )
+        return ColumnValues(column, predicate, mostly)
+    if expectation == "expect_column_values_to_be_in_set":
+        column = col(kwargs["column"])
+        return ColumnValues(column, _in_set_predicate(column, kwargs["value_set"]), mostly)
+    if expectation == "expect_column_values_to_match_regex":
+        column = col(kwargs["column"])
+        predicate = Predicate(f"NOT regexp_matches({column}, ?)", (kwargs["regex"],))
+        return ColumnValues(column, predicate, mostly)
+    if expectation in _AGGREGATES:
+        aggregate = Aggregate(f"{_AGGREGATES[expectation]}({col(kwargs['column'])})")
+        return AggregateBetween(aggregate, kwargs)
+    if expectation == "expect_table_row_count_to_be_between":
+        return AggregateBetween(ROW_COUNT, kwargs)
+    if expectation == "expect_table_row_count_change_to_be_within":
+        return RowCountChange(float(kwargs["max_change_pct"]))
+    if expectation == "expect_column_max_to_be_recent":
+        return MaxRecent(col(kwargs["column"]), str(kwargs["max_age"]))
+    raise ValueError(f"{expectation} has no DuckDB pushdown")
+
+
+def scan(
+    connection: duckdb.DuckDBPyConnection, relation: str, aggregates: Sequence[Aggregate]
+) -> dict[Aggregate, Any]:
+    """Compute every distinct aggregate in one SELECT over the table (one scan)."""
+    unique = list(dict.fromkeys(aggregates))
+    select = ", ".join(aggregate.sql for aggregate in unique)
+    params = [param for aggregate in unique for param in aggregate.params]
+    row = connection.execute(f"SELECT {select} FROM {relation}", params).fetchone()
+    assert row is not None  # an aggregate query always returns one row
+    return dict(zip(unique, row, strict=True))

@@ -1,0 +1,197 @@
+"""The check stage: expectations from the spec, pushed down into DuckDB, recorded as history."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import duckdb
+from great_expectations.core import ExpectationValidationResult
+
+from duckherd.summary import CheckResult, ChecksSummary, StageSummary, TableSummary
+from duckherd_jobs.check.config import PlannedCheck, plan_checks
+from duckherd_jobs.check.pushdown import (
+    ROW_COUNT,
+    Outcome,
+    Situation,
+    TableProbe,
+    build_evaluator,
+    scan,
+)
+from duckherd_jobs.context import StageContext, utc_now
+from duckherd_jobs.warehouse import connect, qualified
+
+OBSERVED_MAX_CHARS = 200
+
+
+class CheckTargetError(LookupError):
+    """A check names a table or column the warehouse does not have."""
+
+
+def table_columns(connection: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
+    """Column name (lower-cased, as DuckDB matches them) -> actual name; {} if no such table."""
+    schema, _, name = table.partition(".")
+    rows = connection.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ? "
+        "ORDER BY ordinal_position",
+        [schema, name],
+    ).fetchall()
+    return {str(row[0]).lower(): str(row[0]) for row in rows}
+
+
+def _referenced_columns(check: PlannedCheck) -> list[str]:
+    if "column_list" in check.kwargs:
+        return [str(name) for name in check.kwargs["column_list"]]
+    return [str(check.kwargs["column"])] if "column" in check.kwargs else []
+
+
+def _resolve_columns(check: PlannedCheck, available: dict[str, str]) -> dict[str, str]:
+    resolved = {}
+    for name in _referenced_columns(check):
+        if name.lower() not in available:
+            known = ", ".join(list(available.values())[:30])
+            raise CheckTargetError(
+                f"check {check.name}: column {name!r} does not exist in table {check.table} "
+                f"(columns: {known})"
+            )
+        resolved[name] = available[name.lower()]
+    return resolved
+
+
+def previous_row_count(
+    connection: duckdb.DuckDBPyConnection, table: str, run_id: str
+) -> int | None:
+    """The row count the latest earlier check run recorded for the table."""
+    row = connection.execute(
+        "SELECT CAST(json_extract(result, '$.meta.row_count') AS BIGINT) "
+        "FROM _duckherd.checks WHERE table_name = ? AND run_id <> ? "
+        "AND json_extract(result, '$.meta.row_count') IS NOT NULL "
+        "ORDER BY checked_at DESC LIMIT 1",
+        [table, run_id],
+    ).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def check_table(
+    connection: duckdb.DuckDBPyConnection,
+    table: str,
+    checks: Sequence[PlannedCheck],
+    situation: Situation,
+) -> tuple[int, list[Outcome]]:
+    """All checks of one table from one scan; returns the row count and each check's outcome."""
+    available = table_columns(connection, table)
+    if not available:
+        names = ", ".join(check.name for check in checks)
+        raise CheckTargetError(f"table {table} does not exist (checked by: {names})")
+    evaluators = [
+        build_evaluator(c.check.expectation, c.kwargs, _resolve_columns(c, available))
+        for c in checks
+    ]
+    relation = qualified(table)
+    aggregates = [ROW_COUNT] + [a for e in evaluators for a in e.aggregates()]
+    values = scan(connection, relation, aggregates)
+    probe = TableProbe(connection, relation)
+    return int(values[ROW_COUNT]), [e.evaluate(values, probe, situation) for e in evaluators]
+
+
+def gx_result(check: PlannedCheck, outcome: Outcome, row_count: int) -> dict[str, Any]:
+    """The check's result as a GX ExpectationValidationResult (JSON form)."""
+    result = ExpectationValidationResult(
+        success=outcome.success,
+        expectation_config=check.configuration,
+        result=outcome.result,
+        meta={"name": check.name, "severity": check.check.severity, "row_count": row_count},
+    )
+    return dict(result.to_json_dict())
+
+
+def record_history(
+    connection: duckdb.DuckDBPyConnection,
+    run_id: str,
+    checked_at: datetime,
+    records: Sequence[tuple[PlannedCheck, dict[str, Any]]],
+) -> None:
+    """Every result into `_duckherd.checks`, all or none."""
+    rows = [
+        [
+            run_id,
+            checked_at,
+            check.name,
+            check.table,
+            check.check.expectation,
+            check.check.severity,
+            bool(result["success"]),
+            json.dumps(result["result"].get("observed_value")),
+            json.dumps(result),
+        ]
+        for check, result in records
+    ]
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        connection.executemany(
+            "INSERT INTO _duckherd.checks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+        )
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def _summarize(
+    outcomes: Sequence[tuple[PlannedCheck, Outcome]], row_counts: dict[str, int]
+) -> StageSummary:
+    results = [
+        CheckResult(
+            name=check.name,
+            severity=check.check.severity,
+            success=outcome.success,
+            observed=outcome.observed[:OBSERVED_MAX_CHARS],
+        )
+        for check, outcome in outcomes
+    ]
+    failed = [r for r in results if not r.success and r.severity == "error"]
+    warned = [r for r in results if not r.success and r.severity == "warn"]
+    summary = ChecksSummary(
+        passed=sum(r.success for r in results),
+        failed=len(failed),
+        warned=len(warned),
+        results=results,
+    )
+    error = None
+    if failed:
+        listed = "; ".join(f"{r.name} ({r.observed})" for r in failed)
+        error = f"{len(failed)} error-severity check(s) failed: {listed}"
+    return StageSummary(
+        stage="check",
+        ok=not failed,
+        checks=summary,
+        tables={table: TableSummary(rows=rows) for table, rows in row_counts.items()},
+        error=error,
+    )
+
+
+def run_check(ctx: StageContext) -> StageSummary:
+    """Evaluate `spec.quality.checks`; a failed `error` check fails the stage (ok=False)."""
+    quality = ctx.pipeline.spec.quality
+    planned = plan_checks(quality.checks if quality else [])
+    if not planned:
+        return StageSummary(stage="check", ok=True, checks=ChecksSummary())
+    by_table: dict[str, list[PlannedCheck]] = defaultdict(list)
+    for check in planned:
+        by_table[check.table].append(check)
+    checked_at = utc_now()
+    outcomes: dict[int, Outcome] = {}
+    row_counts: dict[str, int] = {}
+    with connect(ctx.warehouse, timeout_seconds=ctx.lock_timeout_seconds) as connection:
+        for table, checks in by_table.items():
+            situation = Situation(checked_at, previous_row_count(connection, table, ctx.run_id))
+            row_counts[table], table_outcomes = check_table(connection, table, checks, situation)
+            outcomes.update(zip((c.position for c in checks), table_outcomes, strict=True))
+        ordered = [(check, outcomes[check.position]) for check in planned]
+        records = [(c, gx_result(c, o, row_counts[c.table])) for c, o in ordered]
+        record_history(connection, ctx.run_id, checked_at, records)
+    return _summarize(ordered, row_counts)
