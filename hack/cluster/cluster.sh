@@ -65,6 +65,15 @@ die() { log "ERROR: $*"; exit 1; }
 
 need_root() { [ "$(id -u)" -eq 0 ] || die "must run as root (it starts a kubelet, containerd, iptables rules)"; }
 
+# write_file PATH [MODE] < content: replaces PATH only if the content changed (kube-proxy, for
+# one, exits when its config file is touched).
+write_file() {
+  local tmp=$1.tmp
+  cat >"$tmp"
+  [ -n "${2:-}" ] && chmod "$2" "$tmp"
+  if [ -f "$1" ] && cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv -f "$tmp" "$1"; fi
+}
+
 # ---------------------------------------------------------------- processes
 pidfile() { echo "$STATE/pids/$1.pid"; }
 pid_of() { local f; f=$(pidfile "$1"); [ -f "$f" ] && cat "$f" || true; }
@@ -154,14 +163,14 @@ build_binaries() {
 # ---------------------------------------------------------------- images
 buildah_config() {
   mkdir -p "$CACHE/buildah"
-  cat >"$CACHE/buildah/storage.conf" <<EOF
+  write_file "$CACHE/buildah/storage.conf" <<EOF
 [storage]
 driver = "overlay"
 graphroot = "$CACHE/buildah/storage"
 runroot = "$CACHE/buildah/run"
 EOF
   # Only local images: nothing is ever pulled.
-  cat >"$CACHE/buildah/registries.conf" <<EOF
+  write_file "$CACHE/buildah/registries.conf" <<EOF
 unqualified-search-registries = []
 EOF
 }
@@ -227,13 +236,18 @@ build_project_image() {
   fi
 }
 
+containerd_has_image() {
+  local images
+  images=$(ctr -a "$CTR_SOCK" -n k8s.io images ls -q)
+  grep -qxF "$1" <<<"$images"
+}
+
 # import IMAGE: into containerd's k8s.io namespace, unless that image ID is already there.
 import_image() {
   local image=$1 id stampf
   id=$(buildah inspect --type image -f '{{.FromImageID}}' "$image")
   stampf=$STATE/images/$(echo "$image" | tr '/:' '__').id
-  if [ "$(cat "$stampf" 2>/dev/null)" = "$id" ] &&
-    ctr -a "$CTR_SOCK" -n k8s.io images ls -q | grep -qx "$image"; then
+  if [ "$(cat "$stampf" 2>/dev/null)" = "$id" ] && containerd_has_image "$image"; then
     return 0
   fi
   log "importing $image into containerd"
@@ -242,7 +256,7 @@ import_image() {
   buildah push -q "$image" "oci-archive:$f:$image" >/dev/null
   ctr -a "$CTR_SOCK" -n k8s.io images import "$f" >/dev/null
   rm -f "$f"
-  ctr -a "$CTR_SOCK" -n k8s.io images ls -q | grep -qx "$image" || die "image $image not in containerd after import"
+  containerd_has_image "$image" || die "image $image not in containerd after import"
   echo "$id" >"$stampf"
 }
 
@@ -308,7 +322,7 @@ gen_pki() {
 }
 
 kubeconfig() { # file user cert
-  cat >"$1" <<EOF
+  write_file "$1" 600 <<EOF
 apiVersion: v1
 kind: Config
 clusters:
@@ -326,7 +340,6 @@ contexts:
   context: {cluster: duckherd, user: $2, namespace: default}
 current-context: duckherd
 EOF
-  chmod 600 "$1"
 }
 
 gen_kubeconfigs() {
@@ -362,7 +375,7 @@ setup_network() {
   ip addr show dev "$BRIDGE" | grep -q "inet $HOST_IP/" || ip addr add "$HOST_IP/24" dev "$BRIDGE"
   ip link set "$BRIDGE" up
   mkdir -p "$STATE/cni/net.d" "$STATE/cni/ipam"
-  cat >"$STATE/cni/net.d/10-duckherd.conflist" <<EOF
+  write_file "$STATE/cni/net.d/10-duckherd.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
   "name": "$CNI_NET",
@@ -384,6 +397,34 @@ setup_network() {
   ]
 }
 EOF
+}
+
+# Paths outside the state dir that the kubelet and CNI hard-code. Those this cluster created are
+# removed again by `down` (recorded at the first `up`).
+HOST_PATHS=(/var/lib/kubelet/device-plugins /var/lib/kubelet /var/log/containers /var/lib/cni/results /var/lib/cni /etc/cni/net.d /etc/cni)
+record_host_paths() {
+  local f=$STATE/host-paths.created p
+  [ -f "$f" ] && return 0
+  for p in "${HOST_PATHS[@]}"; do [ -e "$p" ] || echo "$p"; done >"$f"
+}
+
+cleanup_host_paths() {
+  local l id
+  # Container log symlinks into our pod logs; the kubelet's device-plugin socket.
+  for l in /var/log/containers/*.log; do
+    [ -L "$l" ] && [[ "$(readlink "$l")" == "$STATE/"* ]] && rm -f "$l"
+  done
+  rm -f /var/lib/kubelet/device-plugins/kubelet.sock
+  # libcni's result cache of our network's attachments (and their loopbacks).
+  for l in /var/lib/cni/results/"$CNI_NET"-*; do
+    [ -e "$l" ] || continue
+    id=${l#/var/lib/cni/results/"$CNI_NET"-}; id=${id%-*}
+    rm -f "$l" "/var/lib/cni/results/cni-loopback-$id-lo"
+  done
+  rm -f /etc/cni/net.d/cni.lock
+  # Directories that did not exist before the first `up`, if now empty.
+  [ -f "$STATE/host-paths.created" ] || return 0
+  while read -r l; do rmdir "$l" 2>/dev/null || true; done <"$STATE/host-paths.created"
 }
 
 restore_sysctls() {
@@ -448,7 +489,7 @@ rm_cgroup_tree() { # removes a cgroup directory tree, deepest first
 # ---------------------------------------------------------------- components
 write_containerd_config() {
   mkdir -p "$STATE/containerd"
-  cat >"$STATE/containerd/config.toml" <<EOF
+  write_file "$STATE/containerd/config.toml" <<EOF
 version = 2
 root = "$STATE/containerd/root"
 state = "$STATE/containerd/state"
@@ -481,6 +522,7 @@ oom_score = 0
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = "$STATE/containerd/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$STATE/cni/net.d"
@@ -489,7 +531,7 @@ EOF
 
 write_kubelet_config() {
   mkdir -p "$STATE/kubelet" "$STATE/pod-logs"
-  cat >"$STATE/kubelet-config.yaml" <<EOF
+  write_file "$STATE/kubelet-config.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 # This machine has cgroup v1 only (no systemd): kubelet >= 1.35 refuses v1 unless told.
@@ -592,7 +634,7 @@ start_kubelet() {
 }
 
 start_kube_proxy() {
-  cat >"$STATE/kube-proxy-config.yaml" <<EOF
+  write_file "$STATE/kube-proxy-config.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables
@@ -654,6 +696,7 @@ cmd_up() {
   build_images
   gen_pki
   gen_kubeconfigs
+  record_host_paths
   setup_network
   start_containerd
   import_images
@@ -711,7 +754,19 @@ cmd_down() {
   umount_under "$STATE"
   umount_under "$CACHE/buildah"
   # containerd's state dir is volatile (like /run): dead shims' sockets, sandbox mounts.
-  rm -rf "$STATE/containerd/state"
+  rm -rf "$STATE/containerd/state" "$STATE/containerd/runc"
+  # containerd 1.6 puts shim sockets in /run/containerd/s whatever its state dir: remove those
+  # nobody listens on any more (ours, now that every shim is gone), and the dirs if empty.
+  if [ -d /run/containerd/s ]; then
+    local listening sock
+    listening=$(ss -xlH 2>/dev/null | awk '{print $5}')
+    for sock in /run/containerd/s/*; do
+      [ -S "$sock" ] || continue
+      grep -qxF "$sock" <<<"$listening" || rm -f "$sock"
+    done
+    rmdir /run/containerd/s 2>/dev/null || true
+  fi
+  rmdir /run/containerd/runc/k8s.io /run/containerd/runc /run/containerd 2>/dev/null || true
   iptables_cleanup
   if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link del "$BRIDGE"; fi
   # veths of pods go with their network namespaces; remove any left behind on our bridge.
@@ -720,6 +775,7 @@ cmd_down() {
     ip -d link show "$v" 2>/dev/null | grep -q "master $BRIDGE" && ip link del "$v" 2>/dev/null || true
   done
   restore_sysctls
+  cleanup_host_paths
   for h in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/*/"$CGROUP_NAME"; do rm_cgroup_tree "$h"; done
   rm -f "$STATE"/pids/*.pid
   log "cluster down"

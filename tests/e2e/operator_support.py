@@ -84,7 +84,25 @@ def ensure_restricted_namespace(name: str, labels: dict[str, str] | None = None)
     )
 
 
+def drop_pipeline_finalizers(namespace: str) -> None:
+    """Kopf puts a finalizer on every DataPipeline (its timers need one); strip what is left
+    at teardown, so that a namespace never hangs in Terminating once the operator is gone."""
+    names = kubectl("get", "datapipelines", "-n", namespace, "-o", "name", check=False).split()
+    for name in names:
+        kubectl(
+            "patch",
+            name,
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            '{"metadata":{"finalizers":null}}',
+            check=False,
+        )
+
+
 def delete_namespace(name: str) -> None:
+    drop_pipeline_finalizers(name)
     kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
 
 

@@ -22,6 +22,7 @@ from tests.e2e.operator_support import (
     Operator,
     apply_manifest,
     can_i,
+    drop_pipeline_finalizers,
     exists,
     get_pipeline,
     helm,
@@ -246,19 +247,4 @@ def test_helm_uninstall_keeps_the_crd_and_the_data(
         # With the operator gone, deleting a pipeline must not hang on a finalizer.
         kubectl("delete", "datapipeline", PIPELINE, "-n", namespace, "--timeout=30s")
     finally:
-        _drop_finalizers(kubectl, namespace)
-
-
-def _drop_finalizers(kubectl: Kubectl, namespace: str) -> None:
-    """Lets the test namespace go even if a finalizer outlived the operator."""
-    for name in kubectl("get", "datapipelines", "-n", namespace, "-o", "name").split():
-        kubectl(
-            "patch",
-            name,
-            "-n",
-            namespace,
-            "--type=merge",
-            "-p",
-            '{"metadata":{"finalizers":null}}',
-            check=False,
-        )
+        drop_pipeline_finalizers(namespace)

@@ -71,10 +71,12 @@ def demo_api(cluster: Cluster) -> Iterator[DemoSource]:
 
 
 @pytest.fixture(scope="module")
-def pipeline_namespace(cluster: Cluster) -> Iterator[str]:
+def pipeline_namespace(operator: Operator) -> Iterator[str]:
+    """Set up after (torn down before) the operator, which releases its finalizers."""
     name = f"e2e-pipeline-{uuid.uuid4().hex[:6]}"
     ensure_restricted_namespace(name)
     yield name
+    kubectl("delete", "datapipelines", "--all", "-n", name, "--timeout=120s", check=False)
     delete_namespace(name)
 
 
@@ -282,7 +284,7 @@ def test_spec_edit_updates_children_and_observed_generation(
     example: dict[str, Any], pipeline_namespace: str
 ) -> None:
     ns = pipeline_namespace
-    patch = {"spec": {"schedule": "15 5 * * *", "transform": {"dbt": {"threads": 1}}}}
+    patch = {"spec": {"schedule": "15 5 * * *", "transform": {"dbt": {"threads": 3}}}}
     kubectl("patch", "datapipeline", NAME, "-n", ns, "--type=merge", "-p", json.dumps(patch))
     generation = get_pipeline(ns, NAME)["metadata"]["generation"]
     wait_until(
@@ -381,7 +383,12 @@ def test_failing_source_reports_and_leaves_the_warehouse_unchanged(
     pipeline = wait_run_finished(ns, NAME, run_id)
 
     assert pipeline["status"]["lastRun"]["result"] == "Failed"
-    assert _stage_results(pipeline) == [("ingest", "Failed")]
+    assert _stage_results(pipeline) == [
+        ("ingest", "Failed"),
+        ("transform", "Pending"),
+        ("check", "Pending"),
+    ]
+    assert list(jobs_of_run(ns, NAME, run_id)) == ["ingest"], "nothing chained after a failure"
     ready = condition(pipeline, "Ready")
     assert ready is not None
     assert (ready["status"], ready["reason"]) == ("False", "RunFailed")
@@ -389,8 +396,7 @@ def test_failing_source_reports_and_leaves_the_warehouse_unchanged(
     warnings = [
         e for e in events_for(ns, NAME) if e["type"] == "Warning" and e["reason"] == "StageFailed"
     ]
-    assert warnings, "no Warning Event for the failed stage"
-    assert run_id in warnings[-1]["message"]
+    assert any(run_id in event["message"] for event in warnings), warnings
     # The last good data is still there and still what status reports.
     assert pipeline["status"]["lastSuccessfulRun"]["result"] == "Succeeded"
     assert _table_rows(pipeline)["raw.customers"] == CUSTOMERS
@@ -469,6 +475,7 @@ def test_postgres_source_reads_a_real_postgresql_through_a_secret(
     assert result["status"]["lastRun"]["result"] == "Succeeded", result["status"]["lastRun"]
     assert _table_rows(result)["raw.orders"] == 2500
     assert condition(result, "Ready")["status"] == "True"  # type: ignore[index]
+    kubectl("delete", "datapipeline", "orders", "-n", ns, "--timeout=120s")
 
 
 def test_delete_collects_the_children_and_keeps_the_warehouse(
