@@ -26,8 +26,9 @@ import io
 import logging
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import psycopg2
@@ -38,6 +39,7 @@ from psycopg2.extensions import connection as PgConnection
 from psycopg2.extensions import cursor as PgCursor
 
 from duckherd_jobs.publish.errors import PublishError, describe_error
+from duckherd_jobs.publish.feed import BatchFeed
 from duckherd_jobs.publish.mart import Column, Mart
 
 log = logging.getLogger("duckherd.jobs.publish")
@@ -111,32 +113,38 @@ def csv_expression(column: Column) -> str:
 @dataclass(frozen=True)
 class PostgresPayload:
     rows: int
-    table: pa.Table
+    csv: BatchFeed[bytes]
     columns: tuple[Column, ...]
 
 
-def read_postgres_payload(connection: duckdb.DuckDBPyConnection, mart: Mart) -> PostgresPayload:
+def read_postgres_payload(
+    connection: duckdb.DuckDBPyConnection, warehouse: Path, mart: Mart
+) -> PostgresPayload:
+    """Count the rows now; render them as COPY's CSV in a background feed."""
+    rows = connection.execute(f"SELECT count(*) FROM {mart.sql}").fetchall()[0][0]
     select = ", ".join(f"{csv_expression(column)} AS {column.sql}" for column in mart.columns)
-    table = connection.sql(f"SELECT {select} FROM {mart.sql}").to_arrow_table()
-    return PostgresPayload(rows=table.num_rows, table=table, columns=mart.columns)
+    feed = BatchFeed(warehouse, f"SELECT {select} FROM {mart.sql}", render_csv, CSV_BATCH_ROWS)
+    return PostgresPayload(rows=int(rows), csv=feed, columns=mart.columns)
+
+
+def render_csv(batch: pa.RecordBatch) -> bytes:
+    """COPY's CSV: an unquoted empty field is NULL, a quoted one ("") the empty string; Arrow's
+    writer quotes every string, so the two stay apart."""
+    sink = io.BytesIO()
+    pacsv.write_csv(batch, sink, _CSV_OPTIONS)
+    return sink.getvalue()
 
 
 class CsvStream:
-    """The file `copy_expert` reads: the Arrow table as CSV, rendered one batch per read.
+    """The file `copy_expert` reads: one rendered batch per read."""
 
-    COPY's CSV: an unquoted empty field is NULL, a quoted one ("") the empty string; Arrow's
-    writer quotes every string, so the two stay apart.
-    """
-
-    def __init__(self, table: pa.Table, batch_rows: int = CSV_BATCH_ROWS) -> None:
-        self._batches: Iterator[pa.RecordBatch] = iter(table.to_batches(max_chunksize=batch_rows))
+    def __init__(self, batches: Iterable[bytes]) -> None:
+        self._batches = iter(batches)
 
     def read(self, size: int = -1) -> bytes:
-        for batch in self._batches:
-            sink = io.BytesIO()
-            pacsv.write_csv(batch, sink, _CSV_OPTIONS)
-            if sink.tell():
-                return sink.getvalue()
+        for data in self._batches:
+            if data:
+                return data
         return b""
 
     def readline(self, size: int = -1) -> bytes:  # the file protocol psycopg2 is typed with
@@ -160,6 +168,9 @@ class PostgresPublication:
     @property
     def label(self) -> str:
         return f"postgres:{self.schema}.{self.target_table}"
+
+    def close(self) -> None:
+        self.payload.csv.close()
 
     def publish(self) -> int:
         try:
@@ -234,7 +245,7 @@ class PostgresPublication:
     def _copy(self, cursor: PgCursor, staging: sql.Identifier) -> None:
         columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in self.payload.columns)
         statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(staging, columns)
-        cursor.copy_expert(statement, CsvStream(self.payload.table), size=1 << 20)
+        cursor.copy_expert(statement, CsvStream(self.payload.csv), size=1 << 20)
         if cursor.rowcount not in (-1, self.payload.rows):
             raise PublishError(f"COPY loaded {cursor.rowcount} rows, expected {self.payload.rows}")
 

@@ -33,7 +33,8 @@ import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import cast
+from pathlib import Path
+from typing import Literal, cast
 from urllib.parse import urlsplit
 
 import duckdb
@@ -41,14 +42,17 @@ import pyarrow as pa
 import redis
 
 from duckherd_jobs.publish.errors import PublishError, PublishInputError, describe_error
+from duckherd_jobs.publish.feed import BatchFeed
 from duckherd_jobs.publish.mart import Column, Mart
 
 log = logging.getLogger("duckherd.jobs.publish")
 
 ROWS_PER_COMMAND = 1000
+FEED_BATCH_ROWS = 64 * ROWS_PER_COMMAND
 COMMANDS_PER_ROUND_TRIP = 64
 STAGING_TTL_SECONDS = 6 * 3600
 _CRLF = "chr(13) || chr(10)"
+_OFFSET_FORMATS: dict[pa.DataType, Literal["i", "q"]] = {pa.string(): "i", pa.large_string(): "q"}
 
 _SWAP_SCRIPT = """
 local rows, staging, retired, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -74,10 +78,10 @@ return loaded
 
 @dataclass(frozen=True)
 class RedisPayload:
-    """The mart as RESP-encoded `field value` pairs, one string per row, ready to send."""
+    """The mart as RESP-encoded `field value` pairs, one string per row, rendered by a feed."""
 
     rows: int
-    fragments: pa.ChunkedArray
+    fragments: BatchFeed[pa.Array]
     key_columns: tuple[str, ...]
     columns: tuple[Column, ...]
 
@@ -113,12 +117,16 @@ def _key_columns(mart: Mart, names: list[str], field: str) -> tuple[Column, ...]
 
 
 def read_redis_payload(
-    connection: duckdb.DuckDBPyConnection, mart: Mart, key_column_names: list[str], field: str
+    connection: duckdb.DuckDBPyConnection,
+    warehouse: Path,
+    mart: Mart,
+    key_column_names: list[str],
+    field: str,
 ) -> RedisPayload:
-    """Validate the keys and render every row as RESP, all inside DuckDB (vectorized)."""
+    """Validate the keys now; render every row as RESP inside DuckDB, in a background feed."""
     key_columns = _key_columns(mart, key_column_names, field)
     keyed = f"SELECT {_key_expression(key_columns)} AS k FROM {mart.sql}"
-    _validate_keys(connection, keyed, mart, key_columns, field)
+    rows = _validate_keys(connection, keyed, mart, key_columns, field)
     document = ", ".join(f"{column.sql} := {_json_value(column)}" for column in mart.columns)
     # RESP bulk strings `$<bytes>\r\n<data>\r\n` for field and value: strlen counts bytes.
     query = f"""
@@ -131,13 +139,16 @@ def read_redis_payload(
                '$' || strlen(v) || {_CRLF} || v || {_CRLF} AS fragment
         FROM pairs
     """
-    fragments = connection.sql(query).to_arrow_table().column("fragment")
     return RedisPayload(
-        rows=len(fragments),
-        fragments=fragments,
+        rows=rows,
+        fragments=BatchFeed(warehouse, query, _first_column, FEED_BATCH_ROWS),
         key_columns=tuple(column.name for column in key_columns),
         columns=mart.columns,
     )
+
+
+def _first_column(batch: pa.RecordBatch) -> pa.Array:
+    return batch.column(0)
 
 
 def _validate_keys(
@@ -146,7 +157,8 @@ def _validate_keys(
     mart: Mart,
     key_columns: tuple[Column, ...],
     field: str,
-) -> None:
+) -> int:
+    """The row count, once the keys proved unique and never NULL."""
     names = ", ".join(column.name for column in key_columns)
     total, non_null, distinct = connection.execute(
         f"SELECT count(*), count(k), count(DISTINCT k) FROM ({keyed})"
@@ -163,23 +175,25 @@ def _validate_keys(
         raise PublishInputError(
             f"{where} is not unique: {total - distinct} duplicate rows (e.g. {shown}); {advice}"
         )
+    return int(total)
 
 
-def _row_slices(fragments: pa.ChunkedArray, rows_per_slice: int) -> Iterator[tuple[int, bytes]]:
+def _row_slices(array: pa.Array, rows_per_slice: int) -> Iterator[tuple[int, memoryview]]:
     """Consecutive rows as one contiguous byte range of the Arrow data buffer (no copy).
 
     Hand-written for speed: building a million Python strings and letting the client encode
     them costs more than sending them; Arrow already holds the bytes back to back.
     """
-    for chunk in fragments.chunks:
-        array = chunk.cast(pa.large_string()) if chunk.type != pa.large_string() else chunk
-        _, offsets_buffer, data_buffer = array.buffers()
-        offsets = memoryview(offsets_buffer).cast("q")
-        data = memoryview(data_buffer)
-        for start in range(0, len(array), rows_per_slice):
-            stop = min(start + rows_per_slice, len(array))
-            begin, end = offsets[array.offset + start], offsets[array.offset + stop]
-            yield stop - start, data[begin:end]  # type: ignore[misc]
+    offset_format = _OFFSET_FORMATS.get(array.type)
+    if offset_format is None:
+        array, offset_format = array.cast(pa.large_string()), "q"
+    _, offsets_buffer, data_buffer = array.buffers()
+    offsets = memoryview(offsets_buffer).cast(offset_format)
+    data = memoryview(data_buffer)
+    for start in range(0, len(array), rows_per_slice):
+        stop = min(start + rows_per_slice, len(array))
+        begin, end = offsets[array.offset + start], offsets[array.offset + stop]
+        yield stop - start, data[begin:end]
 
 
 @dataclass(frozen=True)
@@ -219,6 +233,9 @@ class RedisPublication:
         finally:
             client.close()
 
+    def close(self) -> None:
+        self.payload.fragments.close()
+
     def _address(self) -> str:
         try:
             parts = urlsplit(self.url)
@@ -256,7 +273,11 @@ class RedisPublication:
             pending: list[bytes | memoryview] = []
             replies = 0
             expiry_sent = False
-            for rows, data in _row_slices(self.payload.fragments, ROWS_PER_COMMAND):
+            for rows, data in (
+                piece
+                for array in self.payload.fragments
+                for piece in _row_slices(array, ROWS_PER_COMMAND)
+            ):
                 pending += [b"*%d\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n" % (2 + 2 * rows, len(key), key)]
                 pending.append(data)
                 replies += 1

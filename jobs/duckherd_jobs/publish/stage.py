@@ -33,6 +33,8 @@ class Publication(Protocol):
 
     def publish(self) -> int: ...
 
+    def close(self) -> None: ...
+
 
 def run_publish(ctx: StageContext) -> StageSummary:
     entries = ctx.pipeline.spec.publish
@@ -57,12 +59,21 @@ def prepare_publications(db: duckdb.DuckDBPyConnection, ctx: StageContext) -> li
     published_at = rfc3339(utc_now())
     marts: dict[str, Mart] = {}
     publications: list[Publication] = []
-    for index, entry in enumerate(ctx.pipeline.spec.publish):
-        field = f"publish[{index}]"
-        mart = describe_mart(db, entry.table, field)
-        mart = marts.setdefault(mart.name, mart)
-        publications.append(_publication(db, ctx, entry, mart, field, published_at))
+    try:
+        for index, entry in enumerate(ctx.pipeline.spec.publish):
+            field = f"publish[{index}]"
+            mart = describe_mart(db, entry.table, field)
+            mart = marts.setdefault(mart.name, mart)
+            publications.append(_publication(db, ctx, entry, mart, field, published_at))
+    except BaseException:
+        close_all(publications)
+        raise
     return publications
+
+
+def close_all(publications: list[Publication]) -> None:
+    for publication in publications:
+        publication.close()
 
 
 def _publication(
@@ -82,7 +93,9 @@ def _publication(
             url=target.urlSecretRef.resolve(ctx.env),
             secret_name=f"{target.urlSecretRef.name}/{target.urlSecretRef.key}",
             ttl_seconds=target.ttlSeconds,
-            payload=read_redis_payload(db, mart, target.keyColumns, f"{field}.redis"),
+            payload=read_redis_payload(
+                db, ctx.warehouse, mart, target.keyColumns, f"{field}.redis"
+            ),
             run_id=ctx.run_id,
             pipeline=pipeline,
             published_at=published_at,
@@ -95,7 +108,7 @@ def _publication(
             target_table=target_pg.table or mart.name.partition(".")[2],
             dsn=target_pg.dsnSecretRef.resolve(ctx.env),
             secret_name=f"{target_pg.dsnSecretRef.name}/{target_pg.dsnSecretRef.key}",
-            payload=read_postgres_payload(db, mart),
+            payload=read_postgres_payload(db, ctx.warehouse, mart),
             run_id=ctx.run_id,
             pipeline=pipeline,
             published_at=published_at,
@@ -108,17 +121,22 @@ def publish_all(publications: list[Publication]) -> StageSummary:
     published: list[PublishedTarget] = []
     tables: dict[str, TableSummary] = {}
     errors: list[str] = []
-    for publication in publications:
-        try:
-            rows = publication.publish()
-        except PublishError as error:
-            log.error("publishing %s failed: %s", publication.table, error)
-            errors.append(f"{publication.table} → {error}")
-            continue
-        published.append(
-            PublishedTarget(table=publication.table, target=publication.label, rows=rows)
-        )
-        tables[publication.table] = TableSummary(rows=rows)
+    try:
+        for publication in publications:
+            try:
+                rows = publication.publish()
+            except PublishError as error:
+                log.error("publishing %s failed: %s", publication.table, error)
+                errors.append(f"{publication.table} → {error}")
+                continue
+            finally:
+                publication.close()
+            published.append(
+                PublishedTarget(table=publication.table, target=publication.label, rows=rows)
+            )
+            tables[publication.table] = TableSummary(rows=rows)
+    finally:
+        close_all(publications)
     if errors:
         done = f" ({len(published)} of {len(publications)} targets published)"
         return StageSummary(
