@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import duckdb
 import great_expectations.expectations as gx_expectations
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 from great_expectations.expectations.metadata_types import FailureSeverity
@@ -93,6 +94,17 @@ def _describe_errors(errors: list[Any]) -> str:
     return "; ".join(parts)
 
 
+def _check_regex(position: int, check: Check, regex: str) -> None:
+    """DuckDB's regex dialect (RE2) is what runs, so it is what must accept the pattern."""
+    try:
+        duckdb.execute("SELECT regexp_matches('', ?)", [regex])
+    except duckdb.Error as error:
+        raise CheckConfigError(
+            f"{_where(position, check)}: kwargs.regex: not a valid regular expression "
+            f"(RE2 syntax): {error}"
+        ) from None
+
+
 def _gx_kwargs(position: int, check: Check, cls: Any) -> tuple[dict[str, Any], Any]:
     try:
         expectation = cls(**check.kwargs)
@@ -141,6 +153,8 @@ def plan_checks(checks: list[Check]) -> list[PlannedCheck]:
                     "Expectations expectation"
                 )
             kwargs, configuration = _gx_kwargs(position, check, cls)
+            if "regex" in kwargs:
+                _check_regex(position, check, str(kwargs["regex"]))
         planned.append(
             PlannedCheck(position, check, qualified_name(check.table), kwargs, configuration)
         )

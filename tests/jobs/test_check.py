@@ -1,0 +1,350 @@
+"""The check stage on a real DuckDB file: severities, history, our own expectations, bad input."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from duckherd_jobs.check.config import CheckConfigError
+from duckherd_jobs.check.stage import CheckTargetError
+from tests.jobs.check_support import check, check_stage, make_warehouse, query
+
+NOT_NULL = "expect_column_values_to_not_be_null"
+UNIQUE = "expect_column_values_to_be_unique"
+BETWEEN = "expect_column_values_to_be_between"
+ROW_COUNT_CHANGE = "expect_table_row_count_change_to_be_within"
+MAX_RECENT = "expect_column_max_to_be_recent"
+
+
+def _check(expectation: str, severity: str = "error", **kwargs: Any) -> dict[str, Any]:
+    return {
+        "table": "customers",
+        "expectation": expectation,
+        "kwargs": kwargs,
+        "severity": severity,
+    }
+
+
+def _history(warehouse: Path) -> list[tuple[Any, ...]]:
+    if not query(warehouse, "SELECT 1 FROM duckdb_tables() WHERE schema_name = '_duckherd'"):
+        return []
+    return query(
+        warehouse,
+        "SELECT run_id, name, table_name, expectation, severity, success, observed_value "
+        "FROM _duckherd.checks ORDER BY checked_at, rowid",
+    )
+
+
+def _fingerprint(warehouse: Path) -> list[tuple[Any, ...]]:
+    """Every user table and its content hash: what a check stage must never change."""
+    tables = query(
+        warehouse,
+        "SELECT schema_name, table_name FROM duckdb_tables() "
+        "WHERE schema_name <> '_duckherd' ORDER BY ALL",
+    )
+    return [
+        (
+            schema,
+            name,
+            query(warehouse, f'SELECT count(*), sum(hash(t)) FROM "{schema}"."{name}" t'),
+        )
+        for schema, name in tables
+    ]
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> Path:
+    return make_warehouse(tmp_path / "warehouse.duckdb")
+
+
+def test_passing_checks_succeed_and_are_recorded(warehouse: Path) -> None:
+    checks = [
+        _check(NOT_NULL, column="months_active"),
+        _check(UNIQUE, column="months_active"),
+        _check(BETWEEN, column="segment", min_value=0, max_value=4),
+        _check("expect_table_row_count_to_be_between", min_value=1),
+    ]
+    summary = check(warehouse, checks)
+    assert summary.ok, summary.error
+    assert summary.checks is not None
+    assert (summary.checks.passed, summary.checks.failed, summary.checks.warned) == (4, 0, 0)
+    assert [r.name for r in summary.checks.results] == [
+        "customers.months_active:expect_column_values_to_not_be_null",
+        "customers.months_active:expect_column_values_to_be_unique",
+        "customers.segment:expect_column_values_to_be_between",
+        "customers:expect_table_row_count_to_be_between",
+    ]
+    assert summary.tables["marts.customers"].rows == 200
+    history = _history(warehouse)
+    assert [(row[0], row[2], row[5]) for row in history] == [("run-1", "marts.customers", True)] * 4
+    assert json.loads(history[3][6]) == 200
+
+
+def test_a_failed_error_check_fails_the_stage_and_names_it(warehouse: Path) -> None:
+    before = _fingerprint(warehouse)
+    summary = check_stage(
+        warehouse,
+        [
+            _check(UNIQUE, column="customer_id"),
+            _check(NOT_NULL, severity="warn", column="email"),
+            _check(NOT_NULL, column="months_active"),
+        ],
+    )
+    assert not summary.ok
+    assert summary.checks is not None
+    assert (summary.checks.passed, summary.checks.failed, summary.checks.warned) == (1, 1, 1)
+    assert summary.error is not None
+    assert "1 error-severity check(s) failed" in summary.error
+    assert "customers.customer_id:expect_column_values_to_be_unique" in summary.error
+    assert "3 unexpected of 200" in summary.error  # ids 5, 7 and 8 all read 5
+    assert "email" not in summary.error  # a warn failure does not fail the stage
+    # History is written even for a failed stage; nothing else changes.
+    assert [row[5] for row in _history(warehouse)] == [False, False, True]
+    assert _fingerprint(warehouse) == before
+    runs = query(warehouse, "SELECT stage, ok FROM _duckherd.runs")
+    assert runs == [("check", False)]
+
+
+def test_warn_failures_are_reported_but_the_stage_succeeds(warehouse: Path) -> None:
+    summary = check_stage(
+        warehouse, [_check(BETWEEN, severity="warn", column="revenue", min_value=0)]
+    )
+    assert summary.ok, summary.error
+    assert summary.checks is not None
+    assert summary.checks.warned == 1
+    result = summary.checks.results[0]
+    assert (result.success, result.severity) == (False, "warn")
+    assert result.observed == "5 unexpected of 194 (2.58%)"
+
+
+def test_the_stored_result_is_a_gx_validation_result(warehouse: Path) -> None:
+    check(warehouse, [_check(BETWEEN, column="revenue", min_value=0, mostly=0.9, severity="warn")])
+    stored = json.loads(query(warehouse, "SELECT result FROM _duckherd.checks")[0][0])
+    assert stored["success"] is True
+    assert stored["expectation_config"] == {
+        "type": BETWEEN,
+        "kwargs": {"column": "revenue", "min_value": 0.0, "mostly": 0.9},
+        "meta": {},
+        "severity": "warning",
+    }
+    assert stored["result"]["unexpected_count"] == 5
+    assert sorted(stored["result"]["partial_unexpected_list"]) == [-10.5] * 5
+    assert stored["meta"]["row_count"] == 200
+    assert stored["exception_info"]["raised_exception"] is False
+
+
+def test_row_count_change_compares_with_the_previous_run(warehouse: Path) -> None:
+    checks = [_check(ROW_COUNT_CHANGE, max_change_pct=10)]
+    first = check(warehouse, checks, run_id="run-1")
+    assert first.ok
+    assert first.checks is not None
+    assert first.checks.results[0].observed == "no previous run"
+
+    with duckdb.connect(str(warehouse)) as connection:
+        connection.execute("INSERT INTO marts.customers SELECT * FROM marts.customers LIMIT 10")
+    grown = check(warehouse, checks, run_id="run-2")
+    assert grown.ok, grown.error
+    assert grown.checks is not None
+    assert grown.checks.results[0].observed == "+5.00% (200 -> 210 rows)"
+
+    with duckdb.connect(str(warehouse)) as connection:
+        connection.execute("DELETE FROM marts.customers WHERE customer_id > 150")
+    shrunk = check(warehouse, checks, run_id="run-3")
+    assert not shrunk.ok
+    assert shrunk.checks is not None
+    assert shrunk.checks.results[0].observed == "-23.81% (210 -> 160 rows)"
+    assert [json.loads(row[6]) for row in _history(warehouse)] == [
+        "no previous run",
+        pytest.approx(5.0),
+        pytest.approx(-23.8095238),
+    ]
+
+
+def test_the_previous_run_is_per_table_and_not_the_current_run(tmp_path: Path) -> None:
+    warehouse = make_warehouse(tmp_path / "warehouse.duckdb")
+    with duckdb.connect(str(warehouse)) as connection:
+        connection.execute("CREATE TABLE marts.orders AS SELECT range AS id FROM range(1000)")
+    checks = [
+        _check(ROW_COUNT_CHANGE, max_change_pct=1),
+        {**_check(ROW_COUNT_CHANGE, max_change_pct=1), "table": "marts.orders"},
+    ]
+    assert check(warehouse, checks, run_id="run-1").ok
+    again = check(warehouse, checks, run_id="run-2")
+    assert again.ok, again.error
+    assert again.checks is not None
+    observed = [result.observed for result in again.checks.results]
+    assert observed == ["+0.00% (200 -> 200 rows)", "+0.00% (1000 -> 1000 rows)"]
+
+
+@pytest.mark.parametrize("column_type", ["TIMESTAMP", "TIMESTAMPTZ", "DATE"])
+def test_max_to_be_recent_reads_each_temporal_type(tmp_path: Path, column_type: str) -> None:
+    now = datetime.now(UTC)
+    fresh, stale = now - timedelta(hours=30), now - timedelta(hours=80)
+    literal = "%Y-%m-%d" if column_type == "DATE" else "%Y-%m-%d %H:%M:%S+00"
+    warehouse = make_warehouse(
+        tmp_path / "warehouse.duckdb",
+        f"CREATE SCHEMA marts; CREATE TABLE marts.events AS SELECT * FROM (VALUES "
+        f"(CAST('{stale:{literal}}' AS {column_type})), "
+        f"(CAST('{fresh:{literal}}' AS {column_type})), (NULL)) AS t(seen_at)",
+    )
+    checks = [
+        {
+            "table": "events",
+            "expectation": MAX_RECENT,
+            "kwargs": {"column": "seen_at", "max_age": age},
+        }
+        for age in ("72h", "24h")
+    ]
+    summary = check(warehouse, checks)
+    assert summary.checks is not None
+    assert [result.success for result in summary.checks.results] == [True, False]
+    stored = json.loads(query(warehouse, "SELECT result FROM _duckherd.checks LIMIT 1")[0][0])
+    latest = datetime.fromisoformat(stored["result"]["observed_value"])
+    expected = fresh.replace(hour=0, minute=0, second=0) if column_type == "DATE" else fresh
+    assert abs(latest - expected) < timedelta(seconds=1)
+
+
+def test_a_missing_table_is_named_and_nothing_is_recorded(warehouse: Path) -> None:
+    checks = [
+        _check(NOT_NULL, column="email"),
+        {**_check(NOT_NULL, column="x"), "table": "marts.gone"},
+    ]
+    with pytest.raises(CheckTargetError, match=r"table marts\.gone does not exist"):
+        check(warehouse, checks)
+    assert _history(warehouse) == []
+
+
+def test_a_missing_column_is_named(warehouse: Path) -> None:
+    with pytest.raises(
+        CheckTargetError, match=r"column 'revenu' does not exist in table marts\.customers"
+    ):
+        check(
+            warehouse,
+            [_check(NOT_NULL, column="email"), _check(BETWEEN, column="revenu", min_value=0)],
+        )
+    summary = check_stage(
+        warehouse, [_check("expect_compound_columns_to_be_unique", column_list=["segment", "nope"])]
+    )
+    assert not summary.ok
+    assert summary.error is not None
+    assert "column 'nope' does not exist" in summary.error
+    assert _history(warehouse) == []
+
+
+@pytest.mark.parametrize(
+    ("expectation", "kwargs", "message"),
+    [
+        (
+            BETWEEN,
+            {"column": "revenue", "min_value": "cheap"},
+            "kwargs.min_value: value is not a valid float",
+        ),
+        (BETWEEN, {"column": "revenue"}, "min_value and max_value cannot both be None"),
+        (
+            NOT_NULL,
+            {"column": "email", "colour": "red"},
+            "kwargs.colour: extra fields not permitted",
+        ),
+        (UNIQUE, {}, "kwargs.column: field required"),
+        (
+            ROW_COUNT_CHANGE,
+            {"max_change_pct": -1},
+            "kwargs.max_change_pct: Input should be greater than or equal to 0",
+        ),
+        (MAX_RECENT, {"column": "updated_at", "max_age": "1 day"}, "invalid duration '1 day'"),
+        (MAX_RECENT, {"column": "updated_at"}, "kwargs.max_age: Field required"),
+        (
+            "expect_column_values_to_match_regex",
+            {"column": "email", "regex": "(unclosed"},
+            "kwargs.regex: not a valid regular expression (RE2 syntax)",
+        ),
+    ],
+)
+def test_invalid_kwargs_name_the_check_and_field(
+    warehouse: Path, expectation: str, kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(CheckConfigError) as raised:
+        check(warehouse, [_check(NOT_NULL, column="email"), _check(expectation, **kwargs)])
+    assert str(raised.value).startswith("quality.checks[1] (customers")
+    assert message in str(raised.value)
+    assert _history(warehouse) == []
+
+
+def test_values_are_bound_not_spliced_into_sql(warehouse: Path) -> None:
+    hostile = "x' OR 1=1; DROP TABLE marts.customers; --"
+    summary = check(
+        warehouse,
+        [
+            _check(
+                "expect_column_values_to_be_in_set", column="status", value_set=[hostile, "active"]
+            ),
+            _check(
+                "expect_column_values_to_match_regex",
+                column="email",
+                regex=hostile,
+                severity="warn",
+            ),
+        ],
+    )
+    assert summary.checks is not None
+    assert [r.success for r in summary.checks.results] == [False, False]
+    assert query(warehouse, "SELECT count(*) FROM marts.customers") == [(200,)]
+
+
+def test_an_invalid_column_identifier_is_refused(warehouse: Path) -> None:
+    with pytest.raises(CheckTargetError, match=r"does not exist in table marts\.customers"):
+        check(warehouse, [_check(NOT_NULL, column='email" IS NULL OR "1')])
+
+
+def test_column_names_match_case_insensitively_like_duckdb(warehouse: Path) -> None:
+    summary = check(warehouse, [_check(NOT_NULL, column="Months_Active")])
+    assert summary.ok, summary.error
+
+
+def test_any_catalog_column_name_is_quoted_safely(tmp_path: Path) -> None:
+    warehouse = make_warehouse(
+        tmp_path / "warehouse.duckdb",
+        'CREATE SCHEMA marts; CREATE TABLE marts.odd AS SELECT 1 AS "Total ""Net"" Revenue"',
+    )
+    checks = [
+        {
+            "table": "odd",
+            "expectation": "expect_column_sum_to_be_between",
+            "kwargs": {"column": 'total "net" revenue', "min_value": 1, "max_value": 1},
+        }
+    ]
+    summary = check(warehouse, checks)
+    assert summary.ok, summary.error
+
+
+def test_an_empty_table_passes_map_checks_and_fails_aggregates(tmp_path: Path) -> None:
+    warehouse = make_warehouse(
+        tmp_path / "warehouse.duckdb",
+        "CREATE SCHEMA marts; CREATE TABLE marts.customers (customer_id INTEGER, revenue DOUBLE)",
+    )
+    summary = check(
+        warehouse,
+        [
+            _check(NOT_NULL, column="customer_id"),
+            _check(UNIQUE, column="customer_id"),
+            _check(
+                "expect_column_mean_to_be_between", severity="warn", column="revenue", min_value=0
+            ),
+        ],
+    )
+    assert summary.ok
+    assert summary.checks is not None
+    assert [r.success for r in summary.checks.results] == [True, True, False]
+    assert summary.checks.results[2].observed == "no values"
+
+
+def test_no_checks_is_a_successful_no_op(warehouse: Path) -> None:
+    summary = check(warehouse, [])
+    assert summary.ok
+    assert summary.checks is not None
+    assert summary.checks.results == []
