@@ -43,6 +43,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import duckdb
+from psycopg2.extensions import cursor as PgCursor
 
 from benchmarks import Measurement, report, run_contender
 
@@ -215,17 +216,17 @@ def _postgres_columns() -> str:
     return ", ".join(f'"{c.name}" {postgres_type(c.type)}' for c in mart.columns)
 
 
-def _fresh_table(cursor: object, name: str) -> None:
-    cursor.execute(f"DROP TABLE IF EXISTS {name}")  # type: ignore[attr-defined]
-    cursor.execute(f"CREATE TABLE {name} ({_postgres_columns()})")  # type: ignore[attr-defined]
+def _fresh_table(cursor: PgCursor, name: str) -> None:
+    cursor.execute(f"DROP TABLE IF EXISTS {name}")
+    cursor.execute(f"CREATE TABLE {name} ({_postgres_columns()})")
 
 
 def postgres_raw_limit() -> None:
     import psycopg2
 
     csv = Path(os.environ["BENCH_WAREHOUSE"]).with_suffix(".csv")
-    with duckdb.connect(os.environ["BENCH_WAREHOUSE"], read_only=True) as connection:
-        connection.execute(f"COPY (SELECT * FROM {MART}) TO '{csv}' (HEADER false)")
+    with duckdb.connect(os.environ["BENCH_WAREHOUSE"], read_only=True) as warehouse:
+        warehouse.execute(f"COPY (SELECT * FROM {MART}) TO '{csv}' (HEADER false)")
     connection = psycopg2.connect(os.environ["BENCH_PG_DSN"])
     with connection, connection.cursor() as cursor:
         _fresh_table(cursor, "raw_customer_analytics")
@@ -244,8 +245,8 @@ def postgres_raw_limit() -> None:
 def postgres_row_at_a_time() -> None:
     import psycopg2
 
-    with duckdb.connect(os.environ["BENCH_WAREHOUSE"], read_only=True) as connection:
-        rows = connection.sql(f"SELECT * FROM {MART} LIMIT {BASELINE_ROWS}").fetchall()
+    with duckdb.connect(os.environ["BENCH_WAREHOUSE"], read_only=True) as warehouse:
+        rows = warehouse.sql(f"SELECT * FROM {MART} LIMIT {BASELINE_ROWS}").fetchall()
     connection = psycopg2.connect(os.environ["BENCH_PG_DSN"])
     with connection, connection.cursor() as cursor:
         _fresh_table(cursor, "rowwise_customer_analytics")
