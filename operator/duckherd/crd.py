@@ -140,7 +140,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     },
     {
         "name": "Next Run",
-        "type": "date",
+        "type": "string",
         "jsonPath": ".status.nextScheduleTime",
         "priority": 1,
     },

@@ -10,6 +10,8 @@ def run(*, namespaces: list[str], liveness: str, metrics_port: int) -> None:
 
     import duckherd_operator.handlers  # noqa: F401  (registers the handlers)
 
+    kopf.configure(verbose=False)  # INFO logs, Kopf's own format
+
     if metrics_port:
         prometheus_client.start_http_server(metrics_port)
     kopf.run(

@@ -214,8 +214,29 @@ async def _start_stage(kube: Kube, pipeline: Pipeline, action: StartStage) -> No
         metrics.STAGES_STARTED.labels(stage=action.stage).inc()
 
 
+class PipelineBusy(RuntimeError):
+    """A stage Job of the pipeline is active: a new run would be a second writer."""
+
+
 async def start_run_now(kube: Kube, pipeline: Pipeline, job_name: str) -> bool:
-    """Start a manual run at the first stage; False when that Job already exists."""
+    """Start a manual run at the first stage; False when that Job already exists.
+
+    Raises PipelineBusy while another stage Job is active (the caller retries later)."""
+    async with pipeline_lock(pipeline.namespace, pipeline.name):
+        jobs = await kube.list(
+            collection_path("batch/v1", "Job", pipeline.namespace),
+            f"{LABEL_PIPELINE}={pipeline.name}",
+        )
+        views = [v for job in jobs if (v := job_view(job)) is not None]
+        if any(v.name == job_name for v in views):
+            return False
+        active = [v.name for v in views if v.active]
+        if active:
+            raise PipelineBusy(f"stage Job {active[0]} is active")
+        return await _create_run_now_job(kube, pipeline, job_name)
+
+
+async def _create_run_now_job(kube: Kube, pipeline: Pipeline, job_name: str) -> bool:
     cronjob = await kube.get(
         object_path(
             "batch/v1", "CronJob", pipeline.namespace, cronjob_name(pipeline.name, "ingest")

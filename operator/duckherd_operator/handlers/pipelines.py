@@ -9,7 +9,13 @@ import kopf
 from duckherd.api import GROUP, PLURAL, VERSION
 from duckherd_operator import state
 from duckherd_operator.builders import ANNOTATION_RUN_NOW, run_now_job_name
-from duckherd_operator.reconcile import apply_children, parse_pipeline, start_run_now, sync
+from duckherd_operator.reconcile import (
+    PipelineBusy,
+    apply_children,
+    parse_pipeline,
+    start_run_now,
+    sync,
+)
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 TIMER_INTERVAL_SECONDS = 30.0
@@ -39,14 +45,12 @@ async def repair_and_refresh(body: kopf.Body, **_: Any) -> None:
 
 @kopf.on.create(*RESOURCE, annotations={ANNOTATION_RUN_NOW: kopf.PRESENT})
 @kopf.on.update(*RESOURCE, annotations={ANNOTATION_RUN_NOW: kopf.PRESENT})
-async def run_now(
-    body: kopf.Body, old: Any, new: Any, reason: str, logger: kopf.Logger, **_: Any
-) -> None:
+async def run_now(body: kopf.Body, old: Any, reason: str, logger: kopf.Logger, **_: Any) -> None:
     """`kubectl annotate dp/NAME duckherd.io/run-now=$(date +%s) --overwrite` starts a run.
 
     The Job name derives from the annotation's value, so a retried handler never starts a
     second run for the same request, and the annotation can stay (GitOps-friendly)."""
-    value = (new or {}).get("metadata", {}).get("annotations", {}).get(ANNOTATION_RUN_NOW)
+    value = body.metadata.annotations.get(ANNOTATION_RUN_NOW)
     before = (old or {}).get("metadata", {}).get("annotations", {}).get(ANNOTATION_RUN_NOW)
     if not value or (reason == "update" and value == before):
         return
@@ -56,7 +60,12 @@ async def run_now(
         return
     await apply_children(state.kube(), parsed.pipeline)
     job_name = run_now_job_name(parsed.pipeline.name, value)
-    if await start_run_now(state.kube(), parsed.pipeline, job_name):
+    try:
+        started = await start_run_now(state.kube(), parsed.pipeline, job_name)
+    except PipelineBusy as busy:
+        # One writer per warehouse: the manual run waits for the current one to end.
+        raise kopf.TemporaryError(f"manual run deferred: {busy}", delay=15) from busy
+    if started:
         kopf.info(body, reason="RunStarted", message=f"manual run {job_name}")
         logger.info("manual run %s started", job_name)
     await sync(state.kube(), parsed.pipeline.namespace, parsed.pipeline.name)

@@ -15,12 +15,17 @@ from duckherd_operator import state
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    # Handler progress in annotations of our own prefix; nothing in status but ours.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="duckherd.io")
+    # Handler progress in annotations; nothing in status but ours. The prefix must not be
+    # `duckherd.io`: Kopf leaves its own prefix's annotations out of the diff, and users'
+    # `duckherd.io/run-now` must count as a change.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix="kopf.duckherd.io"
+    )
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="duckherd.io", key="last-handled-configuration"
+        prefix="kopf.duckherd.io", key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     settings.watching.server_timeout = 300
     settings.batching.error_delays = [1, 5, 15, 30, 60]
 
