@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -371,3 +373,41 @@ def test_wrong_credentials_fail_clearly_without_revealing_the_secret(
                   captured.out, captured.err):  # fmt: skip
         assert secret not in place
     assert "Wr0ng" not in caplog.text
+
+
+def test_the_warehouse_is_free_for_a_writer_while_a_slow_target_is_written(
+    tmp_path: Path,
+) -> None:
+    """Redis pauses writes; meanwhile another process must be able to write the warehouse."""
+    warehouse = tmp_path / "w.duckdb"
+    build_mart(warehouse, customers_select(5_000, 1))
+    spec = pipeline([redis_entry(keyPrefix="slow")])
+    writer = (
+        "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+        "c.execute('CREATE TABLE marts.written_meanwhile AS SELECT 1 AS x'); c.close()"
+    )
+    with redis_server() as own:
+        client = redis_client.Redis.from_url(own.url(), decode_responses=True)
+        client.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")
+        results: list[Any] = []
+        publisher = threading.Thread(
+            target=lambda: results.append(
+                run_publish(context(warehouse, spec, {REDIS_ENV: own.url()}))
+            )
+        )
+        publisher.start()
+        try:
+            written = subprocess.run(
+                [sys.executable, "-c", writer, str(warehouse)],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            still_publishing = publisher.is_alive()
+        finally:
+            client.execute_command("CLIENT", "UNPAUSE")
+            publisher.join(timeout=60)
+
+        assert written.returncode == 0, written.stderr
+        assert still_publishing, "the publish must still wait on the paused target"
+        assert results[0].ok, results[0].error
+        assert client.hlen("slow:rows") == 5_000
+        client.close()
