@@ -1,0 +1,282 @@
+"""B4: ten expectations on 10,000,000 rows — the check stage vs hand-written SQL vs GX.
+
+    python -m benchmarks.bench_check                 # 10 M rows, 3 rounds
+    BENCH_ROWS=1000000 BENCH_ROUNDS=1 python -m benchmarks.bench_check
+    BENCH_SKIP_GX=1 python -m benchmarks.bench_check # without GX's own SQL engine
+
+The table `marts.orders` is generated in DuckDB. Every contender runs in a fresh child
+process (peak RSS from `wait4` is its own); each reports its check computation (after its
+imports) and the parent measures the whole process (interpreter start to exit):
+- sql: the fastest hand-written SQL — ONE SELECT computing every metric of the ten checks
+  (count(*), count(col), count(DISTINCT id), FILTER counts, avg, max), on a fresh connection.
+- duckherd: `run_check` as the pod runs it: GX kwargs validation, the single-scan pushdown,
+  GX-format results, history written to `_duckherd.checks` in one transaction.
+- gx import: `import great_expectations` alone — the floor any GX-based check stage pays.
+- gx sql: Great Expectations' own SqlAlchemyExecutionEngine on the file (as repaired in
+  `duckherd_jobs.check.gx_duckdb`), the same checks in GX's core vocabulary (freshness as
+  expect_column_max_to_be_between, row-count change as expect_table_row_count_to_be_between).
+Goals (issue 4): computation <= 1.3x sql; end to end <= 1.3x sql + the GX import floor;
+peak RSS <= 1.2 GB. Rounds alternate the contenders; the table shows each one's median.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+MODULE = "benchmarks.bench_check"
+STATUSES = ["placed", "shipped", "delivered", "returned"]
+
+GENERATE_SQL = """
+CREATE SCHEMA IF NOT EXISTS marts;
+CREATE OR REPLACE TABLE marts.orders AS
+SELECT
+    i AS order_id,
+    i % 1000003 AS customer_id,
+    (hash(i) % 100000) / 100.0 AS amount,
+    CAST(1 + hash(i * 3) % 50 AS INTEGER) AS quantity,
+    (['placed', 'shipped', 'delivered', 'returned'])[CAST(1 + hash(i * 7) % 4 AS BIGINT)] AS status,
+    now()::TIMESTAMP - to_seconds(i % 72000) AS created_at
+FROM range({rows}) AS t(i);
+"""
+
+HAND_WRITTEN_SQL = """
+SELECT
+    count(*),
+    count(order_id),
+    count(DISTINCT order_id),
+    count(customer_id),
+    count(*) FILTER (WHERE amount < 0 OR amount > 1000),
+    count(*) FILTER (WHERE quantity < 1 OR quantity > 50),
+    count(*) FILTER (WHERE status NOT IN ('placed', 'shipped', 'delivered', 'returned')),
+    avg(amount),
+    max(created_at)
+FROM marts.orders
+"""
+
+
+def duckherd_checks() -> list[dict[str, Any]]:
+    def check(expectation: str, **kwargs: Any) -> dict[str, Any]:
+        return {"table": "orders", "expectation": expectation, "kwargs": kwargs}
+
+    return [
+        check("expect_column_values_to_not_be_null", column="order_id"),
+        check("expect_column_values_to_be_unique", column="order_id"),
+        check("expect_column_values_to_not_be_null", column="customer_id"),
+        check("expect_column_values_to_be_between", column="amount", min_value=0, max_value=1000),
+        check("expect_column_values_to_be_between", column="quantity", min_value=1, max_value=50),
+        check("expect_column_values_to_be_in_set", column="status", value_set=STATUSES),
+        check("expect_table_row_count_to_be_between", min_value=1, max_value=100_000_000),
+        check("expect_column_mean_to_be_between", column="amount", min_value=400, max_value=600),
+        check("expect_column_max_to_be_recent", column="created_at", max_age="24h"),
+        check("expect_table_row_count_change_to_be_within", max_change_pct=10),
+    ]
+
+
+def gx_core_checks() -> list[tuple[str, dict[str, Any]]]:
+    """The same ten in GX's core vocabulary (GX has no row-count change nor max age)."""
+    since = (datetime.now(UTC) - timedelta(hours=24)).replace(tzinfo=None).isoformat()
+    core = []
+    for item in duckherd_checks():
+        expectation, kwargs = item["expectation"], dict(item["kwargs"])
+        if expectation == "expect_column_max_to_be_recent":
+            expectation, kwargs = (
+                "expect_column_max_to_be_between",
+                {
+                    "column": kwargs["column"],
+                    "min_value": since,
+                },
+            )
+        elif expectation == "expect_table_row_count_change_to_be_within":
+            expectation, kwargs = "expect_table_row_count_to_be_between", {"min_value": 1}
+        core.append((expectation, kwargs))
+    return core
+
+
+# --------------------------------------------------------------------------- children
+
+
+def _child_sql(warehouse: Path) -> dict[str, Any]:
+    import duckdb
+
+    started = time.perf_counter()
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        row = connection.execute(HAND_WRITTEN_SQL).fetchone()
+    seconds = time.perf_counter() - started
+    assert row is not None and row[0] == row[2], "order_id must be unique in the fixture"
+    return {"seconds": seconds, "rows": int(row[0])}
+
+
+def _child_duckherd(warehouse: Path, run_id: str) -> dict[str, Any]:
+    from duckherd.api import DataPipeline
+    from duckherd_jobs.check import run_check
+    from duckherd_jobs.context import StageContext
+
+    pipeline = DataPipeline.model_validate(
+        {
+            "apiVersion": "duckherd.io/v1alpha1",
+            "kind": "DataPipeline",
+            "metadata": {"name": "bench"},
+            "spec": {
+                "schedule": "0 6 * * *",
+                "sources": [{"name": "orders", "file": {"path": "x.csv", "format": "csv"}}],
+                "quality": {"checks": duckherd_checks()},
+            },
+        }
+    )
+    started = time.perf_counter()
+    summary = run_check(StageContext(pipeline=pipeline, warehouse=warehouse, run_id=run_id))
+    seconds = time.perf_counter() - started
+    assert summary.ok and summary.checks and summary.checks.passed == 10, summary
+    return {"seconds": seconds, "rows": summary.tables["marts.orders"].rows}
+
+
+def _child_gx_import() -> dict[str, Any]:
+    started = time.perf_counter()
+    import great_expectations  # noqa: F401
+
+    return {"seconds": time.perf_counter() - started, "rows": 0}
+
+
+def _child_gx_sql(warehouse: Path) -> dict[str, Any]:
+    from duckherd_jobs.check.gx_duckdb import gx_duckdb
+
+    started = time.perf_counter()
+    with gx_duckdb(warehouse) as reference:
+        results = [
+            reference.validate("marts.orders", expectation, kwargs)
+            for expectation, kwargs in gx_core_checks()
+        ]
+    seconds = time.perf_counter() - started
+    failed = [r.expectation_config.type for r in results if not r.success]
+    assert not failed, f"GX: failed {failed}: {[r.exception_info for r in results][:1]}"
+    return {"seconds": seconds, "rows": int(results[6].result["observed_value"])}
+
+
+def child(mode: str, warehouse: Path, run_id: str) -> None:
+    if mode == "sql":
+        result = _child_sql(warehouse)
+    elif mode == "duckherd":
+        result = _child_duckherd(warehouse, run_id)
+    elif mode == "gx-import":
+        result = _child_gx_import()
+    elif mode == "gx-sql":
+        result = _child_gx_sql(warehouse)
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+# --------------------------------------------------------------------------- parent
+
+
+@dataclass(frozen=True)
+class Run:
+    seconds: float  # the check computation, as the child measured it
+    wall: float  # the whole child process
+    peak_rss_mb: float
+    rows: int
+
+
+def run_child(mode: str, warehouse: Path, run_id: str) -> Run:
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", MODULE, "--child", mode, str(warehouse), run_id],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{mode} failed: {output[-2000:]}")
+    result = json.loads(output.strip().splitlines()[-1])
+    return Run(float(result["seconds"]), wall, usage.ru_maxrss / 1024, int(result["rows"]))
+
+
+def generate(warehouse: Path, rows: int) -> float:
+    import duckdb
+
+    started = time.perf_counter()
+    with duckdb.connect(str(warehouse)) as connection:
+        connection.execute(GENERATE_SQL.format(rows=int(rows)))
+    return time.perf_counter() - started
+
+
+def _median(runs: list[Run]) -> Run:
+    return Run(
+        statistics.median(r.seconds for r in runs),
+        statistics.median(r.wall for r in runs),
+        max(r.peak_rss_mb for r in runs),
+        runs[0].rows,
+    )
+
+
+def print_report(rows: int, results: dict[str, Run]) -> None:
+    sql, floor = results["sql"], results["gx-import"]
+    print(f"\nB4: 10 expectations on {rows:,} rows (median of rounds; ratios vs hand-written SQL)")
+    header = (
+        f"{'contender':<28} {'compute s':>10} {'x sql':>7} {'process s':>10} {'peak RSS MB':>12}"
+    )
+    print(header)
+    print("-" * len(header))
+    labels = {
+        "sql": "hand-written SQL (1 SELECT)",
+        "duckherd": "duckherd run_check",
+        "gx-import": "import great_expectations",
+        "gx-sql": "GX SqlAlchemy engine (fixed)",
+    }
+    for mode, run in results.items():
+        ratio = f"{run.seconds / sql.seconds:>6.2f}x" if mode != "gx-import" else f"{'-':>7}"
+        print(
+            f"{labels[mode]:<28} {run.seconds:>10.3f} {ratio} {run.wall:>10.2f} "
+            f"{run.peak_rss_mb:>12.0f}"
+        )
+    ours = results["duckherd"]
+    budget = 1.3 * sql.seconds + floor.seconds
+    print(
+        f"\ngoal compute <= 1.3x sql: {ours.seconds / sql.seconds:.2f}x; "
+        f"end to end (process - sql process) {ours.wall - sql.wall:.2f}s over sql's process "
+        f"vs budget 0.3x sql + GX import floor = {budget - sql.seconds:.2f}s; "
+        f"duckherd process {ours.wall:.2f}s vs 1.3x sql + floor + interpreter "
+        f"{budget + (sql.wall - sql.seconds):.2f}s; peak RSS {ours.peak_rss_mb:.0f} MB (<= 1229)"
+    )
+
+
+def main() -> None:
+    rows = int(os.environ.get("BENCH_ROWS", "10000000"))
+    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    modes = ["sql", "duckherd", "gx-import"]
+    if not os.environ.get("BENCH_SKIP_GX"):
+        modes.append("gx-sql")
+    with tempfile.TemporaryDirectory(prefix="bench-check-") as directory:
+        warehouse = Path(directory) / "warehouse.duckdb"
+        print(f"generating {rows:,} rows: {generate(warehouse, rows):.1f}s", flush=True)
+        runs: dict[str, list[Run]] = {mode: [] for mode in modes}
+        for round_number in range(rounds):
+            for mode in modes:
+                run = run_child(mode, warehouse, f"bench-{round_number}")
+                runs[mode].append(run)
+                print(
+                    f"round {round_number + 1} {mode:<10} compute {run.seconds:7.3f}s "
+                    f"process {run.wall:7.2f}s rss {run.peak_rss_mb:6.0f} MB",
+                    flush=True,
+                )
+        print_report(rows, {mode: _median(mode_runs) for mode, mode_runs in runs.items()})
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2], Path(sys.argv[3]), sys.argv[4])
+    else:
+        main()
