@@ -59,7 +59,7 @@ def test_rows_become_json_documents_in_one_hash_with_meta(
         warehouse,
         """
         SELECT * FROM (VALUES
-            (1, 'Ada', 12.50::DECIMAL(10, 2), TIMESTAMP '2024-05-01 10:00:00', 'nan'::DOUBLE,
+            (1, 'Adä 日本', 12.50::DECIMAL(10, 2), TIMESTAMP '2024-05-01 10:00:00', 'nan'::DOUBLE,
              '\\xAB'::BLOB, [1, 2], NULL::VARCHAR),
             (2, '', 0.00::DECIMAL(10, 2), NULL, 2.5::DOUBLE, NULL, [], 'x')
         ) t(id, name, revenue, seen_at, score, raw, tags, note)
@@ -74,7 +74,7 @@ def test_rows_become_json_documents_in_one_hash_with_meta(
         PublishedTarget(table="marts.customers", target=f"redis:{prefix}", rows=2)
     ]
     assert json.loads(client.hget(f"{prefix}:rows", "1") or "") == {
-        "id": 1, "name": "Ada", "revenue": 12.5, "seen_at": "2024-05-01 10:00:00",
+        "id": 1, "name": "Adä 日本", "revenue": 12.5, "seen_at": "2024-05-01 10:00:00",
         "score": None, "raw": "qw==", "tags": [1, 2], "note": None,
     }  # fmt: skip
     assert json.loads(client.hget(f"{prefix}:rows", "2") or "")["name"] == ""
@@ -108,13 +108,15 @@ def test_composite_key_joins_key_columns_with_colons(
     warehouse = tmp_path / "w.duckdb"
     build_mart(
         warehouse,
-        "SELECT * FROM (VALUES ('de', 1, 10), ('de', 2, 20), ('fr', 1, 30)) t(country, id, n)",
+        "SELECT * FROM (VALUES ('de', 1, 10), ('de', 2, 20), ('fr', 1, 30), ('ñü', 1, 40)) "
+        "t(country, id, n)",
     )
     spec = pipeline([redis_entry(keyPrefix=prefix, keyColumns=["country", "id"])])
 
     assert run_publish(context(warehouse, spec, {REDIS_ENV: redis.url()})).ok
 
-    assert sorted(client.hkeys(f"{prefix}:rows")) == ["de:1", "de:2", "fr:1"]
+    assert sorted(client.hkeys(f"{prefix}:rows")) == ["de:1", "de:2", "fr:1", "ñü:1"]
+    assert json.loads(client.hget(f"{prefix}:rows", "ñü:1") or "")["n"] == 40
     assert json.loads(client.hget(f"{prefix}:rows", "fr:1") or "")["n"] == 30
 
 
