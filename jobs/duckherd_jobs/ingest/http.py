@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import duckdb
 import httpx
 
 from duckherd.api import HttpSource, Source
 from duckherd_jobs.ingest.errors import IngestError, redact
-from duckherd_jobs.ingest.extracted import Extracted, quote_column
+from duckherd_jobs.ingest.extracted import Extracted, quote_column, sql_string
 from duckherd_jobs.ingest.fetch import (
     FatalResponse,
     Fetcher,
@@ -101,6 +102,9 @@ class _KeyWatch:
     def from_first_page(cls, body: bytes, parsed: Any, records: Any) -> _KeyWatch:
         keys = sorted(_all_keys(parsed, set()))
         watch = cls([json.dumps(key).encode() + b":" for key in keys])
+        # `"key" :` (a space before the colon) would hide keys from the counts: such a
+        # serializer writes every page alike, so one look at the first page decides.
+        watch.unknown_seen = b'" :' in body
         if isinstance(records, list) and records:
             counts = {_key_count(record) for record in records}
             common = set.intersection(*(set(record) for record in records))
@@ -112,10 +116,6 @@ class _KeyWatch:
 
     def observe(self, body: bytes) -> None:
         if self.unknown_seen:
-            return
-        # `"key" :` (space before the colon) would hide keys from the counts below.
-        if b'" :' in body:
-            self.unknown_seen = True
             return
         total = body.count(b'":')
         probe = self.probe
@@ -399,20 +399,34 @@ class HttpExtractor:
             else (f"unnest({path})")
         )
         sample_pages = max(1, math.ceil(SAMPLE_RECORDS / max(first.count, 1)))
-        watch_clear = spool.watch is not None and not spool.watch.unknown_seen
-        reader = _reader(max(spool.largest + 1024, 16 * 1024 * 1024))
-        fast = f"SELECT {unnest} FROM {reader.format(sample=sample_pages)}"
-        full = f"SELECT {unnest} FROM {reader.format(sample=-1)}"
-        if watch_clear and sample_pages < spool.pages:
-            return Extracted(fast, [str(self.spool_path)], fallback_sql=full)
-        return Extracted(full, [str(self.spool_path)])
+        sampled = spool.watch is not None and not spool.watch.unknown_seen
+        sampled = sampled and sample_pages < spool.pages
+        options = (
+            "format = 'newline_delimited', "
+            f"maximum_object_size = {max(spool.largest + 1024, 16 * 1024 * 1024)}"
+        )
+        parameters: list[object] = [str(self.spool_path)]
+        full = f"SELECT {unnest} FROM read_json(?, {options}, sample_size = -1)"
+        # Infer the page type here, before the warehouse lock, and hand it to the load: the
+        # load then parses once instead of sampling again.
+        page_type = self._page_type(options, sample_pages if sampled else -1)
+        typed = f"SELECT {unnest} FROM read_json(?, {options}, columns = {{'p': {page_type}}})"
+        return Extracted(typed, parameters, fallback_sql=full if sampled else None)
 
-
-def _reader(maximum_object_size: int) -> str:
-    return (
-        "read_json(?, format = 'newline_delimited', sample_size = {sample}, "
-        f"maximum_object_size = {maximum_object_size})"
-    )
+    def _page_type(self, options: str, sample: int) -> str:
+        connection = duckdb.connect()
+        try:
+            rows = connection.execute(
+                f"DESCRIBE SELECT p FROM read_json(?, {options}, sample_size = {sample})",
+                [str(self.spool_path)],
+            ).fetchall()
+        except duckdb.Error as error:
+            raise IngestError(
+                self._where(f"the fetched pages are not valid JSON: {error}")
+            ) from None
+        finally:
+            connection.close()
+        return sql_string(str(rows[0][1]))
 
 
 def extract_http(
