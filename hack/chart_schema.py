@@ -110,6 +110,14 @@ class LivenessProbe(Values):
     failureThreshold: int = Field(default=6, ge=1, description="Failures before a restart.")
 
 
+class ReadinessProbe(Values):
+    enabled: bool = Field(default=True, description="Probe readiness on the same endpoint.")
+    initialDelaySeconds: int = Field(default=2, ge=0, description="Delay before the first probe.")
+    periodSeconds: int = Field(default=5, ge=1, description="Probe interval.")
+    timeoutSeconds: int = Field(default=5, ge=1, description="Probe timeout.")
+    failureThreshold: int = Field(default=3, ge=1, description="Failures before not Ready.")
+
+
 class ResourceList(Values):
     model_config = ConfigDict(extra="allow")
 
@@ -158,6 +166,9 @@ class ChartValues(Values):
     metrics: Metrics = Field(default_factory=Metrics, description="Prometheus metrics.")
     livenessProbe: LivenessProbe = Field(
         default_factory=LivenessProbe, description="The operator's liveness probe."
+    )
+    readinessProbe: ReadinessProbe = Field(
+        default_factory=ReadinessProbe, description="The operator's readiness probe."
     )
     resources: Resources = Field(
         default_factory=Resources, description="The operator container's resources."

@@ -264,6 +264,7 @@ def test_operator_deployment_is_single_recreate_and_restricted(helm: str) -> Non
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {"name": "healthz", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
     assert container["resources"]["requests"] == {"cpu": "50m", "memory": "128Mi"}
     assert container["command"] == ["duckherd", "operator"]
