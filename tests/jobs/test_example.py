@@ -4,6 +4,8 @@ demo source's data (real HTTP on loopback, real DuckDB, real dbt)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -148,3 +150,42 @@ def test_the_example_dbt_project_models_the_demo_source(tmp_path: Path) -> None:
             assert monthly_ltv == pytest.approx(revenue[customer_id] / months_active)
     assert sorted(r[0] for r in rows) == sorted(revenue)
     assert "_duckherd_loaded_at" not in staged
+
+
+def test_make_demo_runs_the_example_end_to_end_and_again_incrementally(tmp_path: Path) -> None:
+    """hack/demo.sh (what `make demo` runs): demo API, ingest, dbt, checks, in local mode."""
+    warehouse = tmp_path / "customer-analytics.duckdb"
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DUCKHERD_SOURCE_URL_", "DUCKHERD_DBT_"))
+    }
+    env.update(WAREHOUSE=str(warehouse), CUSTOMERS="600", COLUMNS="200")
+
+    for _ in range(2):
+        done = subprocess.run(
+            [str(REPO / "hack" / "demo.sh")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        runs = connection.execute(
+            "SELECT run_id, stage, ok FROM _duckherd.runs ORDER BY started_at"
+        ).fetchall()
+        marts = connection.execute("SELECT count(*) FROM marts.customer_analytics").fetchone()
+        checks = connection.execute(
+            "SELECT count(*), count(*) FILTER (WHERE success) FROM _duckherd.checks"
+        ).fetchone()
+    assert [(stage, ok) for _, stage, ok in runs] == [
+        ("ingest", True),
+        ("transform", True),
+        ("check", True),
+    ] * 2
+    assert len({run_id for run_id, _, _ in runs}) == 2
+    assert marts == (600,)
+    assert checks == (10, 10)
