@@ -12,7 +12,8 @@ Key layout (`<prefix>` is `keyPrefix`, default `duckherd:<namespace>:<pipeline>:
 - `<prefix>:staging:<version>` — transient: the new version while it loads (expires after 6h
   should the publisher die; removed on failure).
 - `<prefix>:retired:<version>` — transient: the previous rows hash, UNLINKed (freed in the
-  background by Redis) right after the swap.
+  background by Redis) right after the swap (and set to expire in 5 minutes, should that
+  UNLINK never arrive).
 
 The swap is one Lua script, so it is atomic: it checks the staging hash holds every row,
 renames the live hash aside, renames staging to `<prefix>:rows`, and writes `<prefix>:meta`.
@@ -62,7 +63,10 @@ if loaded ~= expected then
   return redis.error_reply('DUCKHERD staging hash holds ' .. loaded .. ' rows, expected '
     .. expected .. ' (did it expire or get overwritten?)')
 end
-if redis.call('EXISTS', rows) == 1 then redis.call('RENAME', rows, retired) end
+if redis.call('EXISTS', rows) == 1 then
+  redis.call('RENAME', rows, retired)
+  redis.call('EXPIRE', retired, 300)  -- freed even if the UNLINK that follows never arrives
+end
 if expected > 0 then
   redis.call('RENAME', staging, rows)
   if ttl > 0 then redis.call('EXPIRE', rows, ttl) else redis.call('PERSIST', rows) end
