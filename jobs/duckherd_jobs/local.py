@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -47,9 +48,14 @@ def _observation(summary: StageSummary) -> StageObservation:
     )
 
 
+def _table(title: str) -> Table:
+    # kubectl-like: a header rule, no borders, no wrapping inside cells.
+    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+
+
 def status_table(name: str, spec: DataPipelineSpec, status: DataPipelineStatus) -> Table:
     """The columns of `kubectl get datapipelines -o wide`."""
-    table = Table(title=f"datapipeline/{name}")
+    table = _table(f"datapipeline/{name}")
     for column in (
         "NAME",
         "SCHEDULE",
@@ -60,7 +66,7 @@ def status_table(name: str, spec: DataPipelineSpec, status: DataPipelineStatus) 
         "CHECKS",
         "MESSAGE",
     ):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
     ready = get_condition(status.conditions, READY)
     checks = get_condition(status.conditions, "ChecksPassed")
     table.add_row(
@@ -77,9 +83,9 @@ def status_table(name: str, spec: DataPipelineSpec, status: DataPipelineStatus) 
 
 
 def _details(status: DataPipelineStatus, summaries: list[StageSummary]) -> list[Table]:
-    stages = Table(title="stages")
+    stages = _table("stages")
     for column in ("STAGE", "RESULT", "SECONDS", "ROWS", "MESSAGE"):
-        stages.add_column(column)
+        stages.add_column(column, no_wrap=True)
     for stage in status.lastRun.stages if status.lastRun else []:
         stages.add_row(
             stage.stage,
@@ -88,17 +94,17 @@ def _details(status: DataPipelineStatus, summaries: list[StageSummary]) -> list[
             "" if stage.rows is None else str(stage.rows),
             (stage.message or "")[:200],
         )
-    tables = Table(title="tables")
+    tables = _table("tables")
     for column in ("TABLE", "ROWS", "LOADED AT"):
-        tables.add_column(column)
+        tables.add_column(column, no_wrap=True)
     for entry in status.tables:
         tables.add_row(entry.name, str(entry.rows), entry.loadedAt or "")
     result = [stages, tables]
     checks = [s.checks for s in summaries if s.checks is not None]
     if checks:
-        check_table = Table(title="checks")
+        check_table = _table("checks")
         for column in ("CHECK", "SEVERITY", "RESULT", "OBSERVED"):
-            check_table.add_column(column)
+            check_table.add_column(column, no_wrap=True)
         for check in checks[-1].results:
             outcome = "pass" if check.success else ("WARN" if check.severity == "warn" else "FAIL")
             check_table.add_row(check.name, check.severity, outcome, check.observed or "")
@@ -114,7 +120,8 @@ def run_local(
     console: Console | None = None,
 ) -> int:
     """Run the manifest's stages; 0 when every stage succeeded."""
-    console = console or Console()
+    # Wide like `kubectl -o wide` even when stdout is not a terminal (CI logs, pipes).
+    console = console or Console(width=None if Console().is_terminal else 200)
     try:
         pipeline = load_manifest(manifest)
         selected = _stages_to_run(pipeline.spec, stages)
