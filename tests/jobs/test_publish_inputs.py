@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg2
 import pytest
 import redis as redis_client
 
@@ -11,6 +12,7 @@ from duckherd_jobs.publish import run_publish
 from duckherd_jobs.publish.errors import PublishInputError, redact
 from duckherd_jobs.publish.postgres_target import postgres_type
 from duckherd_jobs.runner import run_stage
+from duckherd_jobs.warehouse import connect
 from tests.jobs.test_publish_support import (
     POSTGRES_ENV,
     REDIS_ENV,
@@ -21,7 +23,7 @@ from tests.jobs.test_publish_support import (
     postgres_entry,
     redis_entry,
 )
-from tests.services import RedisServer
+from tests.services import PostgresServer, RedisServer
 
 
 @pytest.mark.services
@@ -106,3 +108,49 @@ def test_redact_removes_the_secret_and_the_password_inside_it(secret: str, messa
     assert "***" in scrubbed
     for fragment in ("pa/ss", "pa%2Fss", "s3 cret", "hunter2"):
         assert fragment not in scrubbed
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("target", ["redis", "postgres"])
+def test_a_mart_that_fails_while_rendering_leaves_the_target_as_it_was(
+    tmp_path: Path, redis: RedisServer, postgres: PostgresServer, target: str
+) -> None:
+    """A view that raises at row 90,000: the feed fails mid-stream, nothing is swapped."""
+    warehouse = tmp_path / "w.duckdb"
+    env = {REDIS_ENV: redis.url(), POSTGRES_ENV: postgres.dsn()}
+    entry = (
+        redis_entry(keyPrefix="inputs:failing")
+        if target == "redis"
+        else postgres_entry(schema="inputs_failing")
+    )
+    spec = pipeline([entry])
+    build_mart(warehouse, customers_select(10, 1))
+    assert run_publish(context(warehouse, spec, env)).ok
+    with connect(warehouse) as connection:
+        connection.execute("DROP TABLE marts.customers")
+        connection.execute(
+            "CREATE VIEW marts.customers AS SELECT i AS customer_id, "
+            "CASE WHEN i = 90000 THEN error('row 90000 is broken') ELSE 'ok' END AS status "
+            "FROM range(100000) r(i)"
+        )
+
+    summary = run_publish(context(warehouse, spec, env, run_id="run-2"))
+
+    assert not summary.ok
+    assert "row 90000 is broken" in (summary.error or "")
+    assert published_rows(target, redis, postgres) == 10
+
+
+def published_rows(target: str, redis: RedisServer, postgres: PostgresServer) -> int:
+    if target == "redis":
+        client = redis_client.Redis.from_url(redis.url())
+        try:
+            assert client.keys("inputs:failing:staging:*") == []
+            return int(client.hlen("inputs:failing:rows"))
+        finally:
+            client.close()
+    with psycopg2.connect(postgres.dsn()) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM inputs_failing.customers")
+        row = cursor.fetchone()
+    connection.close()
+    return int(row[0]) if row else -1
