@@ -7,8 +7,12 @@
 The table `marts.orders` is generated in DuckDB. Every contender runs in a fresh child
 process (peak RSS from `wait4` is its own); each reports its check computation (after its
 imports) and the parent measures the whole process (interpreter start to exit):
-- sql: the fastest hand-written SQL — ONE SELECT computing every metric of the ten checks
+- sql: hand-written SQL — ONE SELECT computing every metric of the ten checks
   (count(*), count(col), count(DISTINCT id), FILTER counts, avg, max), on a fresh connection.
+- sql-split: the same by hand as two queries: the aggregates without the DISTINCT, and
+  `GROUP BY order_id HAVING count(*) > 1`. On DuckDB this is the faster form (a DISTINCT
+  aggregate inside a many-aggregate SELECT is slow and memory-hungry); the faster of the two
+  is the reference of every ratio.
 - duckherd: `run_check` as the pod runs it: GX kwargs validation, the single-scan pushdown,
   GX-format results, history written to `_duckherd.checks` in one transaction.
 - gx import: `import great_expectations` alone — the floor any GX-based check stage pays.
@@ -49,19 +53,25 @@ SELECT
 FROM range({rows}) AS t(i);
 """
 
-HAND_WRITTEN_SQL = """
+AGGREGATES_SQL = """
 SELECT
     count(*),
     count(order_id),
-    count(DISTINCT order_id),
     count(customer_id),
     count(*) FILTER (WHERE amount < 0 OR amount > 1000),
     count(*) FILTER (WHERE quantity < 1 OR quantity > 50),
     count(*) FILTER (WHERE status NOT IN ('placed', 'shipped', 'delivered', 'returned')),
     avg(amount),
-    max(created_at)
+    max(created_at){distinct}
 FROM marts.orders
 """
+# Two ways to write it by hand; the faster one is the reference.
+ONE_SELECT_SQL = AGGREGATES_SQL.format(distinct=",\n    count(DISTINCT order_id)")
+SPLIT_SQL = (
+    AGGREGATES_SQL.format(distinct=""),
+    "SELECT count(*) FROM (SELECT order_id FROM marts.orders GROUP BY order_id "
+    "HAVING count(*) > 1)",
+)
 
 
 def duckherd_checks() -> list[dict[str, Any]]:
@@ -105,14 +115,21 @@ def gx_core_checks() -> list[tuple[str, dict[str, Any]]]:
 # --------------------------------------------------------------------------- children
 
 
-def _child_sql(warehouse: Path) -> dict[str, Any]:
+def _child_sql(warehouse: Path, split: bool) -> dict[str, Any]:
     import duckdb
 
     started = time.perf_counter()
     with duckdb.connect(str(warehouse), read_only=True) as connection:
-        row = connection.execute(HAND_WRITTEN_SQL).fetchone()
+        connection.execute("SET enable_progress_bar = false")
+        if split:
+            row = connection.execute(SPLIT_SQL[0]).fetchone()
+            duplicates = connection.execute(SPLIT_SQL[1]).fetchone()
+            unique = duplicates is not None and duplicates[0] == 0
+        else:
+            row = connection.execute(ONE_SELECT_SQL).fetchone()
+            unique = row is not None and row[0] == row[-1]
     seconds = time.perf_counter() - started
-    assert row is not None and row[0] == row[2], "order_id must be unique in the fixture"
+    assert row is not None and unique, "order_id must be unique in the fixture"
     return {"seconds": seconds, "rows": int(row[0])}
 
 
@@ -163,8 +180,8 @@ def _child_gx_sql(warehouse: Path) -> dict[str, Any]:
 
 
 def child(mode: str, warehouse: Path, run_id: str) -> None:
-    if mode == "sql":
-        result = _child_sql(warehouse)
+    if mode in ("sql", "sql-split"):
+        result = _child_sql(warehouse, split=mode == "sql-split")
     elif mode == "duckherd":
         result = _child_duckherd(warehouse, run_id)
     elif mode == "gx-import":
@@ -223,8 +240,12 @@ def _median(runs: list[Run]) -> Run:
 
 
 def print_report(rows: int, results: dict[str, Run]) -> None:
-    sql, floor = results["sql"], results["gx-import"]
-    print(f"\nB4: 10 expectations on {rows:,} rows (median of rounds; ratios vs hand-written SQL)")
+    sql = min(results["sql"], results["sql-split"], key=lambda run: run.seconds)
+    floor = results["gx-import"]
+    print(
+        f"\nB4: 10 expectations on {rows:,} rows (median of rounds; ratios vs the faster "
+        "hand-written SQL)"
+    )
     header = (
         f"{'contender':<28} {'compute s':>10} {'x sql':>7} {'process s':>10} {'peak RSS MB':>12}"
     )
@@ -232,6 +253,7 @@ def print_report(rows: int, results: dict[str, Run]) -> None:
     print("-" * len(header))
     labels = {
         "sql": "hand-written SQL (1 SELECT)",
+        "sql-split": "hand-written SQL (2 queries)",
         "duckherd": "duckherd run_check",
         "gx-import": "import great_expectations",
         "gx-sql": "GX SqlAlchemy engine (fixed)",
@@ -256,7 +278,7 @@ def print_report(rows: int, results: dict[str, Run]) -> None:
 def main() -> None:
     rows = int(os.environ.get("BENCH_ROWS", "10000000"))
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
-    modes = ["sql", "duckherd", "gx-import"]
+    modes = ["sql", "sql-split", "duckherd", "gx-import"]
     if not os.environ.get("BENCH_SKIP_GX"):
         modes.append("gx-sql")
     with tempfile.TemporaryDirectory(prefix="bench-check-") as directory:

@@ -187,6 +187,7 @@ def run_check(ctx: StageContext) -> StageSummary:
     outcomes: dict[int, Outcome] = {}
     row_counts: dict[str, int] = {}
     with connect(ctx.warehouse, timeout_seconds=ctx.lock_timeout_seconds) as connection:
+        connection.execute("SET enable_progress_bar = false")  # pod logs end with the summary
         for table, checks in by_table.items():
             situation = Situation(checked_at, previous_row_count(connection, table, ctx.run_id))
             row_counts[table], table_outcomes = check_table(connection, table, checks, situation)
