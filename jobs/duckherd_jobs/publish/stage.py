@@ -1,4 +1,4 @@
-"""`run_publish`: gate, read the marts (warehouse open read-only, briefly), publish each entry."""
+"""`run_publish`: gate, render the marts (warehouse read-only, briefly), publish each entry."""
 
 from __future__ import annotations
 
@@ -42,8 +42,9 @@ def run_publish(ctx: StageContext) -> StageSummary:
         return StageSummary(stage="publish", ok=True)
     if not ctx.warehouse.exists():
         raise PublishInputError(f"warehouse {ctx.warehouse} does not exist: nothing to publish")
-    # Everything the targets need is read here; the warehouse lock is released before any
-    # network I/O, so a slow target never holds up the next stage.
+    # Gate and validation happen here; each mart renders in a feed on its own read-only
+    # connection, closed when the read is done. Targets are written while feeds render, but a
+    # slow target never keeps the warehouse locked for the next stage.
     with connect(ctx.warehouse, timeout_seconds=ctx.lock_timeout_seconds, read_only=True) as db:
         gate = evaluate_gate(db, ctx)
         if not gate.open:
@@ -55,15 +56,13 @@ def run_publish(ctx: StageContext) -> StageSummary:
 
 
 def prepare_publications(db: duckdb.DuckDBPyConnection, ctx: StageContext) -> list[Publication]:
-    """Validate every entry and read its data; bad input fails here, before any target write."""
+    """Validate every entry and start rendering it; bad input fails here, before any write."""
     published_at = rfc3339(utc_now())
-    marts: dict[str, Mart] = {}
     publications: list[Publication] = []
     try:
         for index, entry in enumerate(ctx.pipeline.spec.publish):
             field = f"publish[{index}]"
             mart = describe_mart(db, entry.table, field)
-            mart = marts.setdefault(mart.name, mart)
             publications.append(_publication(db, ctx, entry, mart, field, published_at))
     except BaseException:
         close_all(publications)
