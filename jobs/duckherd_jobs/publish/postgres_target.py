@@ -6,7 +6,8 @@ name, drop the old table, re-grant the old table's privileges, and comment the t
 run that published it. Readers see the old table until COMMIT and the new one after; a query
 that waited on the swap's lock re-resolves the name and reads the new table. Any failure
 (the server going away included) rolls everything back: the previous table is untouched and
-no staging table is left behind. The swap waits at most 30s for readers' locks.
+no staging table is left behind. The swap waits at most 30s for readers' locks. Until the
+commit the server holds both copies of the table.
 
 Views that depend on the target table block the swap (PostgreSQL binds views to the table,
 not its name): the publish fails naming them, and the old table stays.

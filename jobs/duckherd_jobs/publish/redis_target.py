@@ -23,8 +23,11 @@ the hash over several commands (HSCAN) compares `meta.version` before and after 
 on a change. With `ttlSeconds`, both `rows` and `meta` expire together; each publish renews
 them. JSON values: numbers stay numbers (DECIMAL and HUGEINT too), NaN and infinities become
 null (JSON has none), BLOBs become base64 text, timestamps and intervals become DuckDB's text,
-lists, structs and maps become JSON arrays and objects. For Redis Cluster, put a hash tag in
-`keyPrefix` (e.g. `{sales}:customers`) so the keys share a slot.
+lists, structs and maps become JSON arrays and objects.
+
+The target is one Redis endpoint (standalone or a managed primary; `rediss://` for TLS, ACL
+users in the URL). During a publish it holds the old and the new version side by side, so it
+needs room for two copies of the table. Redis Cluster is not supported.
 """
 
 from __future__ import annotations
