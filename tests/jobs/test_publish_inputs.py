@@ -125,6 +125,7 @@ def test_a_mart_that_fails_while_rendering_leaves_the_target_as_it_was(
     )
     spec = pipeline([entry])
     build_mart(warehouse, customers_select(10, 1))
+    drop_schema(postgres, "inputs_failing")
     assert run_publish(context(warehouse, spec, env)).ok
     with connect(warehouse) as connection:
         connection.execute("DROP TABLE marts.customers")
@@ -138,7 +139,18 @@ def test_a_mart_that_fails_while_rendering_leaves_the_target_as_it_was(
 
     assert not summary.ok
     assert "row 90000 is broken" in (summary.error or "")
-    assert published_rows(target, redis, postgres) == 10
+    try:
+        assert published_rows(target, redis, postgres) == 10
+    finally:
+        drop_schema(postgres, "inputs_failing")
+
+
+def drop_schema(postgres: PostgresServer, schema: str) -> None:
+    connection = psycopg2.connect(postgres.dsn())
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    connection.close()
 
 
 def published_rows(target: str, redis: RedisServer, postgres: PostgresServer) -> int:
