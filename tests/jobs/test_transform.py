@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
-from collections.abc import Mapping
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +21,7 @@ from duckherd.api import DataPipeline
 from duckherd_jobs.context import StageContext
 from duckherd_jobs.runner import run_stage
 from duckherd_jobs.transform import prepare_project
-from duckherd_jobs.transform.invocation import DbtInvocation, run_dbt
+from duckherd_jobs.transform.invocation import DbtInvocation, build_args, run_dbt
 from duckherd_jobs.transform.project import CONFIGMAP_MOUNT_ENV, flatten_project
 
 REPO = Path(__file__).resolve().parents[2]
@@ -307,3 +313,126 @@ def test_a_prepared_project_skips_parsing_until_its_sources_change(tmp_path: Pat
     )
     assert with_vars.success
     assert not with_vars.used_prepared_manifest
+
+
+HOLD_LOCK = (
+    "import duckdb, sys\n"
+    "connection = duckdb.connect(sys.argv[1])\n"
+    "print('locked', flush=True)\n"
+    "sys.stdin.readline()\n"
+)
+
+
+@contextmanager
+def warehouse_held(warehouse: Path) -> Iterator[Callable[[], None]]:
+    """Another process holds the DuckDB file lock until `release()` (or the block's end)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(warehouse)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdin is not None
+    assert holder.stdout is not None
+    stdin = holder.stdin
+
+    def release() -> None:
+        if not stdin.closed:
+            stdin.close()
+
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield release
+    finally:
+        release()
+        holder.wait(timeout=60)
+        holder.stdout.close()
+
+
+class ReleaseWhenLogged(logging.Handler):
+    """Calls `release` the first time a record contains `text`."""
+
+    def __init__(self, text: str, release: Callable[[], None]) -> None:
+        super().__init__()
+        self.text, self.fired = text, False
+        self._release = release
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage() and not self.fired:
+            self.fired = True
+            self._release()
+
+
+def test_the_stage_waits_for_a_warehouse_another_process_holds(tmp_path: Path) -> None:
+    ctx = context(tmp_path, {"vars": AS_OF})
+    load_raw(ctx.warehouse)
+
+    with warehouse_held(ctx.warehouse) as release:
+        timer = threading.Timer(1.5, release)
+        timer.start()
+        summary = run_stage("transform", ctx)
+        timer.join()
+
+    assert summary.ok, summary.error
+
+
+def test_dbt_retries_when_another_process_takes_the_lock_first(tmp_path: Path) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    load_raw(warehouse)
+    logger = logging.getLogger("duckherd.jobs.transform")
+
+    with warehouse_held(warehouse) as release:
+        handler = ReleaseWhenLogged("is locked by another process: waiting", release)
+        logger.addHandler(handler)
+        previous_level = logger.level
+        logger.setLevel(logging.INFO)
+        try:
+            outcome = run_dbt(
+                DbtInvocation(project=DBT_PROJECT, warehouse=warehouse, workdir=tmp_path / "w"),
+                lock_timeout_seconds=60,
+            )
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(previous_level)
+
+    assert handler.fired  # dbt met the lock, waited, and ran once it was released
+    assert outcome.success, outcome.error
+
+
+def test_a_lock_held_past_the_timeout_fails_naming_the_file(tmp_path: Path) -> None:
+    ctx = replace(context(tmp_path, {"vars": AS_OF}), lock_timeout_seconds=0.5)
+    load_raw(ctx.warehouse)
+
+    with warehouse_held(ctx.warehouse):
+        summary = run_stage("transform", ctx)
+
+    assert not summary.ok
+    assert summary.error is not None
+    assert str(ctx.warehouse) in summary.error
+    assert "locked by another process" in summary.error
+
+
+def test_dbt_arguments_carry_the_spec(tmp_path: Path) -> None:
+    invocation = DbtInvocation(
+        project=DBT_PROJECT,
+        warehouse=tmp_path / "w.duckdb",
+        workdir=tmp_path,
+        select=["tag:daily", "stg_salesforce__customers+"],
+        exclude=["customer_analytics"],
+        vars={"as_of_date": "2025-01-01"},
+        full_refresh=True,
+    )
+
+    args = build_args(invocation, tmp_path / "profile")
+
+    def values(flag: str) -> list[str]:
+        return [args[i + 1] for i, arg in enumerate(args) if arg == flag]
+
+    assert args[0] == "build"
+    assert values("--select") == ["tag:daily", "stg_salesforce__customers+"]
+    assert values("--exclude") == ["customer_analytics"]
+    assert [json.loads(v) for v in values("--vars")] == [{"as_of_date": "2025-01-01"}]
+    assert "--full-refresh" in args
+    # Nothing is written next to the project (a read-only image or ConfigMap).
+    assert values("--target-path") == [str(tmp_path / "target")]
+    assert values("--log-path") == [str(tmp_path / "logs")]

@@ -50,6 +50,7 @@ class DbtInvocation:
     full_refresh: bool = False
     threads: int = 1
     command: str = "build"
+    log_level: str = "info"  # dbt's stdout log: one line per node at info
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,8 @@ def build_args(invocation: DbtInvocation, profiles: Path) -> list[str]:
             invocation.workdir / "target",
             invocation.workdir / "logs",
         ),
+        "--log-level",
+        invocation.log_level,
         # Results come back in-process; artifacts on disk would only cost time.
         "--no-write-json",
         "--no-partial-parse",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import tempfile
 from pathlib import Path
 
@@ -23,6 +24,8 @@ _BUILT_TYPES = frozenset({"model", "seed", "snapshot"})
 _COUNTED_MATERIALIZATIONS = frozenset({"table", "incremental", "seed", "snapshot"})
 _FAILED = frozenset({"error", "fail", "runtime error"})
 _MAX_ERRORS_REPORTED = 5
+LOG_LEVEL_ENV = "DUCKHERD_DBT_LOG_LEVEL"
+_LOG_LEVELS = ("debug", "info", "warn", "error", "none")
 
 
 class TransformConfigError(ValueError):
@@ -52,6 +55,7 @@ def run_transform(ctx: StageContext) -> StageSummary:
                 vars=dict(settings.vars),
                 full_refresh=settings.fullRefresh,
                 threads=settings.threads,
+                log_level=_dbt_log_level(ctx),
             ),
             lock_timeout_seconds=ctx.lock_timeout_seconds,
         )
@@ -63,6 +67,14 @@ def _dbt_settings(ctx: StageContext) -> DbtTransform:
     if transform is None:
         raise TransformConfigError("spec.transform is not set: this pipeline has no dbt stage")
     return transform.dbt
+
+
+def _dbt_log_level(ctx: StageContext) -> str:
+    """dbt's per-node lines belong in a pod's log; on a terminal local mode shows progress."""
+    level = ctx.env.get(LOG_LEVEL_ENV) or ("warn" if sys.stdout.isatty() else "info")
+    if level not in _LOG_LEVELS:
+        raise TransformConfigError(f"{LOG_LEVEL_ENV}: use one of {', '.join(_LOG_LEVELS)}")
+    return level
 
 
 def _summarize(outcome: DbtOutcome, ctx: StageContext) -> StageSummary:
