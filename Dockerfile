@@ -13,14 +13,27 @@ COPY constraints.txt pyproject.toml README.md ./
 RUN mkdir -p operator/duckherd jobs/duckherd_jobs \
  && touch operator/duckherd/__init__.py jobs/duckherd_jobs/__init__.py \
  && pip install -c constraints.txt ".[all]" \
- && pip uninstall -y duckherd
+ && pip uninstall -y duckherd \
+ && rm -rf build operator jobs ./*.egg-info
+# (The stub's build/ must go: COPY keeps the sources' older mtimes, so setuptools would
+# otherwise package the stub's empty __init__.py files in place of the real ones.)
 COPY operator ./operator
 COPY jobs ./jobs
-RUN pip install --no-deps . \
- && find /opt/duckherd/venv -name '__pycache__' -prune -exec rm -rf {} +
+RUN pip install --no-deps .
 COPY dbt /opt/duckherd/dbt
+# Parse the default dbt project once, here: transform pods then start from the saved manifest
+# (the fingerprint covers the project path, so this runs where the project finally lives).
+RUN python -m duckherd_jobs.transform prepare /opt/duckherd/dbt
+# Byte-compile everything now: the root filesystem is read-only in pods, so without this every
+# stage pod would recompile dbt, GX, pyarrow... from source at each start. unchecked-hash pycs
+# stay valid whatever the file times after COPY.
+RUN find /opt/duckherd/venv -name '__pycache__' -prune -exec rm -rf {} + \
+ && python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/duckherd/venv
 
 FROM ${BASE_IMAGE}
+LABEL org.opencontainers.image.title="duckherd" \
+      org.opencontainers.image.description="Duckherd operator and pipeline stages (one image)" \
+      org.opencontainers.image.licenses="Apache-2.0"
 ENV PATH=/opt/duckherd/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
