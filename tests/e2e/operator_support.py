@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ CHART = REPO / "charts" / "duckherd"
 EXAMPLE = REPO / "examples" / "customer-analytics" / "pipeline.yaml"
 CRD_NAME = "datapipelines.duckherd.io"
 RELEASE = "duckherd"
-OPERATOR_NAMESPACE = "duckherd-e2e-system"
+OPERATOR_NAMESPACE_PREFIX = "duckherd-e2e-system"
 # A chain starts several pods that import duckdb, dbt and GX: generous, never asserted as speed.
 RUN_TIMEOUT = 600.0
 
@@ -201,20 +202,51 @@ def install_args(cluster: Cluster, release: str, namespace: str, chart: Path) ->
     ]
 
 
+def _operator_diagnostics(namespace: str) -> str:
+    pods = kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False)
+    events = kubectl("get", "events", "-n", namespace, check=False)
+    logs = kubectl(
+        "logs",
+        "-n",
+        namespace,
+        "-l",
+        "app.kubernetes.io/component=operator",
+        "--tail=40",
+        "--all-containers",
+        check=False,
+    )
+    previous = kubectl(
+        "logs",
+        "-n",
+        namespace,
+        "-l",
+        "app.kubernetes.io/component=operator",
+        "--tail=40",
+        "--previous",
+        check=False,
+    )
+    return f"pods:\n{pods}\nevents:\n{events}\nlogs:\n{logs}\nprevious logs:\n{previous}"
+
+
 @contextlib.contextmanager
 def installed_operator(
     cluster: Cluster,
     *,
     release: str = RELEASE,
-    namespace: str = OPERATOR_NAMESPACE,
     values: tuple[str, ...] = (),
 ) -> Iterator[Operator]:
-    """`helm upgrade --install` the chart, yield once the operator is Ready, uninstall after."""
+    """`helm upgrade --install` the chart, yield once the operator is Ready, uninstall after.
+
+    Each install gets a fresh namespace: the previous one may still be terminating."""
+    namespace = f"{OPERATOR_NAMESPACE_PREFIX}-{uuid.uuid4().hex[:6]}"
     ensure_restricted_namespace(namespace)
     if "crds.enabled=false" not in values:
         _adopt_crd(release, namespace)
     set_flags = [flag for value in values for flag in ("--set", value)]
-    helm(*install_args(cluster, release, namespace, CHART), *set_flags)
+    try:
+        helm(*install_args(cluster, release, namespace, CHART), *set_flags)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{_operator_diagnostics(namespace)}") from None
     operator = Operator(release=release, namespace=namespace, image=cluster.need_image())
     operator.ready_pod()
     try:
