@@ -16,6 +16,8 @@ from typing import Any
 
 import duckdb
 import pytest
+from dbt.contracts.project import Project
+from mashumaro.jsonschema import build_json_schema
 
 from duckherd.api import DataPipeline
 from duckherd_jobs.context import StageContext
@@ -285,7 +287,11 @@ def test_a_pipeline_without_transform_fails_naming_the_field(tmp_path: Path) -> 
 def test_a_prepared_project_skips_parsing_until_its_sources_change(tmp_path: Path) -> None:
     project = copy_project(tmp_path)
     prepare_project(project)
-    assert json.loads((project / "target" / "duckherd-prepared.json").read_text())["fingerprint"]
+    prepared_file = json.loads((project / "target" / "duckherd-prepared.json").read_text())
+    assert prepared_file["fingerprint"]
+    # dbt's start-up schemas, recorded at prepare time, are the ones mashumaro builds.
+    schemas = prepared_file["jsonSchemas"]
+    assert schemas["dbt.contracts.project.Project"] == build_json_schema(Project).to_dict()
     warehouse = tmp_path / "warehouse.duckdb"
     load_raw(warehouse)
     workdir = tmp_path / "work"

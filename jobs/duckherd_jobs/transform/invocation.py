@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from duckherd_jobs.transform.project import project_files
+from duckherd_jobs.transform.schemas import install_json_schemas, recording_json_schemas
 
 log = logging.getLogger("duckherd.jobs.transform")
 
@@ -126,8 +127,9 @@ def project_fingerprint(project: Path) -> str:
 def prepare_project(path: Path) -> Path:
     """Parse a project once (image build time) so that stage pods never parse it.
 
-    Writes `<path>/target/partial_parse.msgpack` and a fingerprint of the sources; a run uses
-    the manifest only while the fingerprint matches and the pipeline sets no dbt vars.
+    Writes `<path>/target/partial_parse.msgpack` and, in `duckherd-prepared.json`, a
+    fingerprint of the sources and dbt's start-up JSON schemas; a run uses them only while the
+    fingerprint matches and the pipeline sets no dbt vars.
     """
     project = path.resolve()
     target = project / PREPARED_DIR
@@ -138,12 +140,12 @@ def prepare_project(path: Path) -> Path:
             "parse",
             *_common_args(project, profiles, target, scratch / "logs"),
         ]
-        result = _runner(None).invoke(args)
+        with recording_json_schemas() as schemas:
+            result = _runner(None).invoke(args)
         if not result.success:
             raise RuntimeError(f"dbt parse of {project} failed: {result.exception}")
-    (target / FINGERPRINT_FILE).write_text(
-        json.dumps({"fingerprint": project_fingerprint(project)}) + "\n"
-    )
+    prepared = {"fingerprint": project_fingerprint(project), "jsonSchemas": schemas}
+    (target / FINGERPRINT_FILE).write_text(json.dumps(prepared) + "\n")
     return target / PARTIAL_PARSE_FILE
 
 
@@ -155,12 +157,13 @@ def load_prepared_manifest(project: Path, cli_vars: Mapping[str, Any]) -> Any | 
     if cli_vars or not fingerprint_file.is_file() or not manifest_file.is_file():
         return None
     try:
-        recorded = json.loads(fingerprint_file.read_text()).get("fingerprint")
+        prepared = json.loads(fingerprint_file.read_text())
     except (OSError, ValueError):
         return None
-    if recorded != project_fingerprint(project):
+    if prepared.get("fingerprint") != project_fingerprint(project):
         log.info("dbt project %s changed since it was prepared: parsing it", project)
         return None
+    install_json_schemas(prepared.get("jsonSchemas") or {})
     from dbt.contracts.graph.manifest import Manifest
     from dbt.parser.manifest import extended_mashumuro_decoder
 
