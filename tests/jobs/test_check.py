@@ -10,8 +10,10 @@ from typing import Any
 import duckdb
 import pytest
 
+from duckherd.summary import decode
 from duckherd_jobs.check.config import CheckConfigError
 from duckherd_jobs.check.stage import CheckTargetError
+from duckherd_jobs.runner import run_stage_cli
 from tests.jobs.check_support import check, check_stage, make_warehouse, query
 
 NOT_NULL = "expect_column_values_to_not_be_null"
@@ -348,3 +350,42 @@ def test_no_checks_is_a_successful_no_op(warehouse: Path) -> None:
     assert summary.ok
     assert summary.checks is not None
     assert summary.checks.results == []
+
+
+def test_the_pod_entry_point_reports_through_the_termination_log(
+    warehouse: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = {
+        "apiVersion": "duckherd.io/v1alpha1",
+        "kind": "DataPipeline",
+        "metadata": {"name": "shop"},
+        "spec": {
+            "schedule": "0 6 * * *",
+            "sources": [{"name": "customers", "file": {"path": "x.csv", "format": "csv"}}],
+            "quality": {
+                "checks": [
+                    _check(UNIQUE, column="customer_id"),
+                    _check(NOT_NULL, severity="warn", column="email"),
+                ]
+            },
+        },
+    }
+    spec_path = tmp_path / "pipeline.yaml"
+    spec_path.write_text(json.dumps(manifest))  # JSON is YAML
+    termination_log = tmp_path / "termination-log"
+
+    code = run_stage_cli(
+        "check",
+        spec_path=spec_path,
+        warehouse=warehouse,
+        termination_log=termination_log,
+        run_id="run-7",
+    )
+
+    assert code == 1
+    summary = decode(termination_log.read_bytes(), stage="check")
+    assert (summary.ok, summary.runId) == (False, "run-7")
+    assert summary.checks is not None
+    assert (summary.checks.failed, summary.checks.warned) == (1, 1)
+    assert capsys.readouterr().out.strip().splitlines()[-1] == termination_log.read_text()
+    assert {row[0] for row in _history(warehouse)} == {"run-7"}
