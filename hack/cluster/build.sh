@@ -8,15 +8,16 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/versions.sh"
 cache=${DUCKHERD_CLUSTER_CACHE:-/var/cache/duckherd-cluster}
 bin=$cache/$K8S_VERSION/bin
-want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl helm duckherd-provisioner)
+want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl helm duckherd-provisioner duckherd-dns)
 stamp=$bin/.built-$(cat "$here/go.mod" "$here/go.sum" "$here/build.sh" "$here/versions.sh" "$here"/cmd/*/*.go | sha256sum | cut -c1-16)
-if [ -f "$stamp" ]; then
+complete() { local b; for b in "${want[@]}"; do [ -x "$1/$b" ] || return 1; done; }
+if [ -f "$stamp" ] && complete "$bin"; then
   echo "cluster binaries: cached in $bin"
   exit 0
 fi
 go=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 [ -x "$go" ] || { echo "build.sh: Go toolchain not found (set GO=/path/to/go)" >&2; exit 1; }
-mkdir -p "$bin.tmp"
+rm -rf "$bin.tmp"; mkdir -p "$bin.tmp"
 export GOCACHE=${GOCACHE_CLUSTER:-$cache/go-build} CGO_ENABLED=0
 major=${K8S_VERSION#v}; minor=${major#*.}; minor=${minor%%.*}; major=${major%%.*}
 ldflags="-s -w"
@@ -29,6 +30,7 @@ echo "cluster binaries: building Kubernetes $K8S_VERSION, etcd, helm $HELM_VERSI
 start=$(date +%s)
 cd "$here"
 "$go" build -trimpath -ldflags "$ldflags" -o "$bin.tmp/" tool ./cmd/...
+complete "$bin.tmp" || { echo "build.sh: missing binaries in $bin.tmp (want: ${want[*]})" >&2; exit 1; }
 echo "cluster binaries: built in $(( $(date +%s) - start )) s"
 rm -rf "$bin"
 mv "$bin.tmp" "$bin"

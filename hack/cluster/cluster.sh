@@ -54,7 +54,7 @@ CGROUP_NAME=duckherd-cluster
 PKI=$STATE/pki
 ADMIN_KUBECONFIG=$STATE/admin.kubeconfig
 # Components in start order; `down` stops them in reverse.
-COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy duckherd-provisioner)
+COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy duckherd-provisioner duckherd-dns)
 
 export CONTAINERS_STORAGE_CONF=$CACHE/buildah/storage.conf
 export CONTAINERS_REGISTRIES_CONF=$CACHE/buildah/registries.conf
@@ -98,11 +98,22 @@ cgroup_dir() { echo "/sys/fs/cgroup/pids/$CGROUP_NAME"; }
 
 # start NAME CMD...: runs CMD in its own session, in the cluster's pids cgroup (so `down` also
 # finds the processes it forks, e.g. containerd's shims), logging to logs/NAME.log.
+# A component already running is restarted only if its command line, binary or config files
+# (CONFIGS[name]) changed since it was started: `up` converges, and is cheap when nothing did.
+declare -A CONFIGS=()
 start() {
   local name=$1; shift
-  if alive "$name"; then return 0; fi
-  mkdir -p "$(cgroup_dir)"
+  local sig sigfile=$STATE/pids/$name.sig
+  # shellcheck disable=SC2086
+  sig=$( { printf '%s\n' "$@"; stat -c '%Y %s' "$1" 2>/dev/null; cat ${CONFIGS[$name]:-} 2>/dev/null; } | sha256sum | cut -c1-32)
+  if alive "$name"; then
+    [ "$(cat "$sigfile" 2>/dev/null)" = "$sig" ] && return 0
+    log "restarting $name: its command line, binary or configuration changed"
+    stop "$name"
+  fi
+  mkdir -p "$(cgroup_dir)" 2>/dev/null || true
   log "starting $name"
+  echo "$sig" >"$sigfile"
   # shellcheck disable=SC2016
   setsid sh -c 'echo $$ > "$0/cgroup.procs" 2>/dev/null; exec "$@"' "$(cgroup_dir)" "$@" \
     >>"$STATE/logs/$name.log" 2>&1 </dev/null &
@@ -134,7 +145,7 @@ stop() {
     for _ in $(seq 1 50); do alive "$name" || break; sleep 0.2; done
     if alive "$name"; then kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
   fi
-  rm -f "$(pidfile "$name")"
+  rm -f "$(pidfile "$name")" "$STATE/pids/$name.sig"
 }
 
 # ---------------------------------------------------------------- install + build
@@ -555,6 +566,9 @@ authorization:
 podCIDR: $NODE_POD_CIDR
 podLogsDir: $STATE/pod-logs
 resolvConf: /etc/resolv.conf
+# duckherd-dns (cmd/duckherd-dns) serves Service names on the host's bridge address.
+clusterDNS: [$HOST_IP]
+clusterDomain: cluster.local
 failSwapOn: false
 serializeImagePulls: false
 # Images come from a local import and cannot be pulled again: never garbage-collect them.
@@ -571,6 +585,7 @@ EOF
 
 start_containerd() {
   write_containerd_config
+  CONFIGS[containerd]="$STATE/containerd/config.toml"
   start containerd containerd --config "$STATE/containerd/config.toml"
   wait_for "containerd" 60 containerd ctr -a "$CTR_SOCK" version
 }
@@ -628,6 +643,7 @@ start_scheduler() {
 
 start_kubelet() {
   write_kubelet_config
+  CONFIGS[kubelet]="$STATE/kubelet-config.yaml $STATE/kubelet.kubeconfig"
   start kubelet "$BIN/kubelet" --config "$STATE/kubelet-config.yaml" \
     --kubeconfig "$STATE/kubelet.kubeconfig" --root-dir "$STATE/kubelet" \
     --node-ip "$HOST_IP" --hostname-override "$NODE" --v=1
@@ -653,6 +669,7 @@ conntrack:
   tcpEstablishedTimeout: 0s
   tcpCloseWaitTimeout: 0s
 EOF
+  CONFIGS[kube-proxy]="$STATE/kube-proxy-config.yaml"
   start kube-proxy "$BIN/kube-proxy" --config "$STATE/kube-proxy-config.yaml" --v=1
 }
 
@@ -660,6 +677,11 @@ start_provisioner() {
   mkdir -p "$STATE/volumes"
   start duckherd-provisioner "$BIN/duckherd-provisioner" --kubeconfig "$ADMIN_KUBECONFIG" \
     --root "$STATE/volumes" --node "$NODE"
+}
+
+start_dns() {
+  start duckherd-dns "$BIN/duckherd-dns" --kubeconfig "$ADMIN_KUBECONFIG" \
+    --listen "$HOST_IP:53" --cluster-domain cluster.local --resolv-conf /etc/resolv.conf
 }
 
 apply_addons() {
@@ -707,6 +729,7 @@ cmd_up() {
   start_kubelet
   start_kube_proxy
   start_provisioner
+  start_dns
   apply_addons
   log "waiting for node $NODE to be Ready"
   wait_for "node $NODE Ready" 300 kubelet node_ready
@@ -725,6 +748,7 @@ cmd_images() {
 cmd_down() {
   need_root
   [ -d "$STATE" ] || { log "nothing to stop"; return 0; }
+  stop duckherd-dns
   stop duckherd-provisioner
   stop kube-proxy
   if [ -x "$BIN/kube-proxy" ]; then
@@ -777,7 +801,7 @@ cmd_down() {
   restore_sysctls
   cleanup_host_paths
   for h in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/*/"$CGROUP_NAME"; do rm_cgroup_tree "$h"; done
-  rm -f "$STATE"/pids/*.pid
+  rm -f "$STATE"/pids/*.pid "$STATE"/pids/*.sig
   log "cluster down"
 }
 

@@ -163,19 +163,21 @@ def _http_server_pod(image: str, token: str) -> dict[str, Any]:
     return pod
 
 
-# Python run by client pods: GET a URL, retrying briefly (endpoints and rules propagate).
+# Python run by client pods: GET each URL, retrying briefly (endpoints and rules propagate),
+# print one body per line.
 FETCH = """
 import sys, time, urllib.request
-url = sys.argv[1]
-for attempt in range(60):
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            print(r.read().decode().strip())
-            sys.exit(0)
-    except Exception as e:
-        print(f"attempt {attempt}: {e}", file=sys.stderr)
-        time.sleep(1)
-sys.exit(1)
+for url in sys.argv[1:]:
+    for attempt in range(60):
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                print(r.read().decode().strip())
+                break
+        except Exception as e:
+            print(f"{url} attempt {attempt}: {e}", file=sys.stderr)
+            time.sleep(1)
+    else:
+        sys.exit(1)
 """
 
 
@@ -211,10 +213,11 @@ def test_cluster_ip_service_routes_to_pod(
         ),
     )
     cluster_ip = kubectl_json("get", "service", "web", "-n", namespace)["spec"]["clusterIP"]
-    url = f"http://{cluster_ip}/"
-    apply(pod_manifest("client", image, command=["python3", "-c", FETCH, url]), namespace)
+    # By ClusterIP, then by name through cluster DNS (short name via the search path, and FQDN).
+    urls = [f"http://{cluster_ip}/", "http://web/", f"http://web.{namespace}.svc.cluster.local/"]
+    apply(pod_manifest("client", image, command=["python3", "-c", FETCH, *urls]), namespace)
     wait_pod_phase(namespace, "client")
-    assert kubectl("logs", "-n", namespace, "client").strip() == token
+    assert kubectl("logs", "-n", namespace, "client").split() == [token] * len(urls)
 
 
 def test_pod_reaches_kubernetes_service_with_its_token(
