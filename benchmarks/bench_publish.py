@@ -332,6 +332,8 @@ def main() -> None:
             env = {"BENCH_WAREHOUSE": str(warehouse), "BENCH_REDIS_URL": redis_url,
                    "BENCH_PG_DSN": pg_dsn}  # fmt: skip
             print(f"{ROWS:,} mart rows ({BASELINE_ROWS:,} for the row-at-a-time baselines)")
+            load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+            print(f"{os.cpu_count()} CPUs, load average {load} (ratios are only as calm as this)")
             for title, measurements, reference in _run_all(env):
                 print_rates(title, measurements, reference)
     finally:
