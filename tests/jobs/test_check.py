@@ -211,6 +211,39 @@ def test_max_to_be_recent_reads_each_temporal_type(tmp_path: Path, column_type: 
     assert abs(latest - expected) < timedelta(seconds=1)
 
 
+@pytest.mark.parametrize("column_type", ["TIMESTAMP", "TIMESTAMPTZ", "DATE"])
+def test_date_bounds_compare_with_each_temporal_type(tmp_path: Path, column_type: str) -> None:
+    warehouse = make_warehouse(
+        tmp_path / "warehouse.duckdb",
+        f"CREATE SCHEMA marts; CREATE TABLE marts.events AS SELECT * FROM (VALUES "
+        f"(CAST('2024-03-01' AS {column_type})), (CAST('2024-03-10' AS {column_type}))) "
+        "AS t(seen_at)",
+    )
+
+    def max_between(**kwargs: Any) -> dict[str, Any]:
+        return {
+            "table": "events",
+            "expectation": "expect_column_max_to_be_between",
+            "kwargs": {"column": "seen_at", **kwargs},
+        }
+
+    summary = check(
+        warehouse,
+        [
+            max_between(min_value="2024-03-09"),
+            max_between(min_value="2024-03-10T00:00:00", strict_min=True),
+            max_between(max_value="2024-03-05T12:00:00"),
+            {
+                "table": "events",
+                "expectation": BETWEEN,
+                "kwargs": {"column": "seen_at", "min_value": "2024-03-02"},
+            },
+        ],
+    )
+    assert summary.checks is not None
+    assert [r.success for r in summary.checks.results] == [True, False, False, False]
+
+
 def test_a_missing_table_is_named_and_nothing_is_recorded(warehouse: Path) -> None:
     checks = [
         _check(NOT_NULL, column="email"),

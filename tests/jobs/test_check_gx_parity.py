@@ -57,6 +57,16 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ),
     ("expect_column_sum_to_be_between", {"column": "segment", "min_value": 400}),
     ("expect_column_sum_to_be_between", {"column": "revenue", "min_value": 1, "max_value": 2}),
+    ("expect_column_max_to_be_between", {"column": "updated_at", "min_value": "2024-01-05"}),
+    ("expect_column_min_to_be_between", {"column": "updated_at", "max_value": "2023-12-31"}),
+    (
+        "expect_column_values_to_be_between",
+        {
+            "column": "updated_at",
+            "min_value": "2024-01-02T00:00:00",
+            "max_value": "2024-01-08T00:00:00",
+        },
+    ),
     ("expect_table_row_count_to_be_between", {"min_value": 100, "max_value": 200}),
     ("expect_table_row_count_to_be_between", {"min_value": 201}),
     ("expect_compound_columns_to_be_unique", {"column_list": ["customer_id", "segment"]}),
@@ -96,7 +106,10 @@ def assert_same_result(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
     gxs = {k: v for k, v in theirs["result"].items() if k not in PANDAS_ONLY_KEYS}
     assert set(mine) == set(gxs)
     for key in set(mine) - set(MAP_SAMPLE_KEYS):
-        assert mine[key] == pytest.approx(gxs[key], rel=1e-12), key
+        expected = gxs[key]
+        if isinstance(expected, float):
+            expected = pytest.approx(expected, rel=1e-12)
+        assert mine[key] == expected, key
     if "partial_unexpected_list" in gxs:
         if gxs["unexpected_count"] <= len(gxs["partial_unexpected_list"]):
             for key in MAP_SAMPLE_KEYS:
@@ -115,7 +128,7 @@ def test_pushdown_equals_gx_sql_engine(
     results = evaluated[1]
     expectation, kwargs = case
     theirs = reference.validate("marts.customers", expectation, kwargs).to_json_dict()
-    assert not theirs["exception_info"]["raised_exception"], theirs["exception_info"]
+    assert "'raised_exception': True" not in str(theirs["exception_info"]), theirs["exception_info"]
     assert results[index]["expectation_config"]["type"] == expectation
     assert_same_result(results[index], theirs)
 

@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -291,6 +291,36 @@ def between_predicate(
     return Predicate(" OR ".join(parts) or "FALSE", tuple(params))
 
 
+def _is_day(value: Any) -> bool:
+    return isinstance(value, date) and not isinstance(value, datetime)
+
+
+def _align_datetime(observed: datetime, bound: Any) -> Any:
+    if not isinstance(bound, datetime):
+        return bound
+    if observed.tzinfo is not None and bound.tzinfo is None:
+        return bound.replace(tzinfo=UTC)  # naive means UTC, as Duckherd stores time
+    if observed.tzinfo is None and bound.tzinfo is not None:
+        return bound.astimezone(UTC).replace(tzinfo=None)
+    return bound
+
+
+def align_temporal(observed: Any, min_value: Any, max_value: Any) -> tuple[Any, Any, Any]:
+    """Make GX's parsed bounds and DuckDB's value comparable, as GX does: against a date bound
+    (`"2024-01-05"`) a timestamp is compared, and reported, as its date."""
+    if not isinstance(observed, date):
+        return observed, min_value, max_value
+    if isinstance(observed, datetime) and (_is_day(min_value) or _is_day(max_value)):
+        observed = observed.date()
+    if _is_day(observed):
+        return observed, _day(min_value), _day(max_value)
+    return observed, _align_datetime(observed, min_value), _align_datetime(observed, max_value)
+
+
+def _day(bound: Any) -> Any:
+    return bound.date() if isinstance(bound, datetime) else bound
+
+
 def in_between(
     observed: Any, min_value: Any, max_value: Any, strict_min: bool, strict_max: bool
 ) -> bool:
@@ -322,7 +352,9 @@ class AggregateBetween(Evaluator):
         observed = values[self.aggregate]
         if observed is None or (isinstance(observed, float) and math.isnan(observed)):
             return Outcome(False, {"observed_value": None}, "no values")
-        success = in_between(observed, *self.bounds)
+        min_value, max_value, strict_min, strict_max = self.bounds
+        observed, min_value, max_value = align_temporal(observed, min_value, max_value)
+        success = in_between(observed, min_value, max_value, strict_min, strict_max)
         return Outcome(success, {"observed_value": observed}, str(observed))
 
 
