@@ -301,7 +301,7 @@ def test_a_prepared_project_skips_parsing_until_its_sources_change(tmp_path: Pat
         lock_timeout_seconds=30,
     )
     assert prepared.success, prepared.error
-    assert prepared.used_prepared_manifest
+    assert prepared.manifest == "prepared"
 
     mart = project / "models" / "marts" / "customer_analytics.sql"
     mart.write_text(mart.read_text().replace("customer_id,", "customer_id, 42 as marker,", 1))
@@ -310,7 +310,7 @@ def test_a_prepared_project_skips_parsing_until_its_sources_change(tmp_path: Pat
         lock_timeout_seconds=30,
     )
     assert changed.success, changed.error
-    assert not changed.used_prepared_manifest
+    assert changed.manifest == "parsed"
     assert query(warehouse, "SELECT DISTINCT marker FROM marts.customer_analytics") == [(42,)]
 
     with_vars = run_dbt(
@@ -318,7 +318,39 @@ def test_a_prepared_project_skips_parsing_until_its_sources_change(tmp_path: Pat
         lock_timeout_seconds=30,
     )
     assert with_vars.success
-    assert not with_vars.used_prepared_manifest
+    assert with_vars.manifest == "parsed"
+
+
+def test_a_manifest_parsed_at_run_time_serves_the_next_runs(tmp_path: Path) -> None:
+    project = copy_project(tmp_path)  # not prepared: a volume or ConfigMap project
+    warehouse = tmp_path / "warehouse.duckdb"
+    cache = tmp_path / "manifests"
+    load_raw(warehouse)
+    runs = iter(range(100))
+
+    def build(**settings: Any) -> str:
+        outcome = run_dbt(
+            DbtInvocation(
+                project=project,
+                warehouse=warehouse,
+                workdir=tmp_path / f"work-{next(runs)}",
+                manifest_cache=cache,
+                **settings,
+            ),
+            lock_timeout_seconds=30,
+        )
+        assert outcome.success, outcome.error
+        return outcome.manifest
+
+    assert [build(), build()] == ["parsed", "cached"]
+    assert [build(vars=AS_OF), build(vars=AS_OF), build()] == ["parsed", "cached", "cached"]
+    cached_schemas = [json.loads(p.read_text()) for p in cache.glob("*.json")]
+    assert all("dbt.contracts.project.Project" in schemas for schemas in cached_schemas)
+
+    mart = project / "models" / "marts" / "customer_analytics.sql"
+    mart.write_text(mart.read_text().replace("customer_id,", "customer_id, 7 as marker,", 1))
+    assert [build(), build()] == ["parsed", "cached"]
+    assert query(warehouse, "SELECT DISTINCT marker FROM marts.customer_analytics") == [(7,)]
 
 
 HOLD_LOCK = (

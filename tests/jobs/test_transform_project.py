@@ -67,3 +67,20 @@ def test_a_flat_project_without_its_root_file_is_refused(tmp_path: Path) -> None
 
     with pytest.raises(DbtProjectError, match=r"no key 'dbt_project\.yml'"):
         rebuild_flat_project(mount, tmp_path / "tree", where="the ConfigMap")
+
+
+def test_the_same_flat_project_is_rebuilt_at_the_same_path(tmp_path: Path) -> None:
+    """Its path is part of the fingerprint that lets a cached manifest be reused."""
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    for key, text in flatten_project(REPO / "dbt").items():
+        (mount / key).write_text(text)
+
+    first = rebuild_flat_project(mount, tmp_path / "scratch", where="test")
+    second = rebuild_flat_project(mount, tmp_path / "scratch", where="test")
+    (mount / "models__marts__extra.sql").write_text("select 1 as one")
+    changed = rebuild_flat_project(mount, tmp_path / "scratch", where="test")
+
+    assert first == second
+    assert changed != first
+    assert (changed / "models" / "marts" / "extra.sql").read_text() == "select 1 as one"

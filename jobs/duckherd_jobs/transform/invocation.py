@@ -11,13 +11,14 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -36,6 +37,9 @@ PREPARED_DIR = "target"
 PARTIAL_PARSE_FILE = "partial_parse.msgpack"
 FINGERPRINT_FILE = "duckherd-prepared.json"
 _LOCK_ERRORS = ("Could not set lock", "Conflicting lock")
+_CACHED_MANIFESTS_KEPT = 4
+# prepared: parsed at image build; cached: parsed by an earlier run; parsed: by this run.
+ManifestSource = Literal["prepared", "cached", "parsed"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class DbtInvocation:
     threads: int = 1
     command: str = "build"
     log_level: str = "info"  # dbt's stdout log: one line per node at info
+    # Where manifests parsed at run time are kept for the next run (beside the warehouse).
+    manifest_cache: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,7 @@ class DbtOutcome:
     success: bool
     nodes: list[DbtNodeResult]
     error: str | None
-    used_prepared_manifest: bool
+    manifest: ManifestSource
 
 
 # --------------------------------------------------------------------------- profile
@@ -150,28 +156,75 @@ def prepare_project(path: Path) -> Path:
 
 
 def load_prepared_manifest(project: Path, cli_vars: Mapping[str, Any]) -> Any | None:
-    """The pre-parsed manifest, if it was made from exactly these sources; else None."""
+    """The manifest prepared at image build, if made from exactly these sources; else None."""
     prepared = project / PREPARED_DIR
     fingerprint_file = prepared / FINGERPRINT_FILE
-    manifest_file = prepared / PARTIAL_PARSE_FILE
-    if cli_vars or not fingerprint_file.is_file() or not manifest_file.is_file():
+    if cli_vars or not fingerprint_file.is_file():
         return None
     try:
-        prepared = json.loads(fingerprint_file.read_text())
+        recorded = json.loads(fingerprint_file.read_text())
     except (OSError, ValueError):
         return None
-    if prepared.get("fingerprint") != project_fingerprint(project):
-        log.info("dbt project %s changed since it was prepared: parsing it", project)
+    if recorded.get("fingerprint") != project_fingerprint(project):
+        log.info("dbt project %s changed since it was prepared: not using its manifest", project)
         return None
-    install_json_schemas(prepared.get("jsonSchemas") or {})
+    return _load_manifest(prepared / PARTIAL_PARSE_FILE, recorded.get("jsonSchemas") or {})
+
+
+def _load_manifest(path: Path, schemas: Mapping[str, Any]) -> Any | None:
+    if not path.is_file():
+        return None
+    install_json_schemas(schemas)
     from dbt.contracts.graph.manifest import Manifest
     from dbt.parser.manifest import extended_mashumuro_decoder
 
-    manifest: Any = Manifest.from_msgpack(
-        manifest_file.read_bytes(), decoder=extended_mashumuro_decoder
-    )
+    try:
+        manifest: Any = Manifest.from_msgpack(path.read_bytes(), decoder=extended_mashumuro_decoder)
+    except Exception as error:  # a damaged file only costs a parse
+        log.warning("cannot read the dbt manifest %s (%s): parsing the project", path, error)
+        return None
     manifest.build_flat_graph()  # as dbt does after loading a partial-parse manifest
     return manifest
+
+
+def cache_key(project: Path, cli_vars: Mapping[str, Any]) -> str:
+    """Vars are part of the key: dbt resolves some of them while parsing."""
+    digest = hashlib.sha256(project_fingerprint(project).encode())
+    digest.update(json.dumps(cli_vars, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:32]
+
+
+def load_cached_manifest(cache: Path, key: str) -> Any | None:
+    """A manifest an earlier run parsed from the same sources and vars."""
+    schemas_file = cache / f"{key}.json"
+    try:
+        schemas = json.loads(schemas_file.read_text()) if schemas_file.is_file() else {}
+    except (OSError, ValueError):
+        schemas = {}
+    return _load_manifest(cache / f"{key}.msgpack", schemas)
+
+
+def store_cached_manifest(
+    cache: Path, key: str, partial_parse: Path, schemas: Mapping[str, Any]
+) -> None:
+    """Keep this run's parse for the next runs (atomically; the newest few only)."""
+    if not partial_parse.is_file():
+        return
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        for suffix, data in (
+            (".json", json.dumps(dict(schemas)).encode()),
+            (".msgpack", partial_parse.read_bytes()),
+        ):
+            staging = cache / f".{key}{suffix}.{os.getpid()}"
+            staging.write_bytes(data)
+            os.replace(staging, cache / f"{key}{suffix}")
+        stale = sorted(cache.glob("*.msgpack"), key=lambda p: p.stat().st_mtime)
+        for old in stale[:-_CACHED_MANIFESTS_KEPT]:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".json").unlink(missing_ok=True)
+    except OSError as error:  # the cache only saves time
+        log.warning("cannot keep the parsed dbt manifest in %s: %s", cache, error)
 
 
 # --------------------------------------------------------------------------- invocation
@@ -199,7 +252,9 @@ def _common_args(project: Path, profiles: Path, target: Path, logs: Path) -> lis
     ]
 
 
-def build_args(invocation: DbtInvocation, profiles: Path) -> list[str]:
+def build_args(
+    invocation: DbtInvocation, profiles: Path, *, write_partial_parse: bool = False
+) -> list[str]:
     args = [
         invocation.command,
         *_common_args(
@@ -212,7 +267,8 @@ def build_args(invocation: DbtInvocation, profiles: Path) -> list[str]:
         invocation.log_level,
         # Results come back in-process; artifacts on disk would only cost time.
         "--no-write-json",
-        "--no-partial-parse",
+        # With partial parsing on, dbt writes target/partial_parse.msgpack: the manifest cache.
+        "--partial-parse" if write_partial_parse else "--no-partial-parse",
     ]
     for selector in invocation.select:
         args += ["--select", selector]
@@ -230,12 +286,10 @@ def run_dbt(invocation: DbtInvocation, *, lock_timeout_seconds: float) -> DbtOut
     profiles = write_profile(
         invocation.workdir / "profile", invocation.warehouse, invocation.threads
     )
-    args = build_args(invocation, profiles)
     deadline = time.monotonic() + lock_timeout_seconds
     delay = 0.1
     while True:
-        manifest = load_prepared_manifest(invocation.project, invocation.vars)
-        outcome = _invoke_once(args, manifest)
+        outcome = _run_with_best_manifest(invocation, profiles)
         if not _lost_lock_race(outcome) or time.monotonic() >= deadline:
             return outcome
         log.info("warehouse %s is locked by another process: waiting", invocation.warehouse)
@@ -243,12 +297,32 @@ def run_dbt(invocation: DbtInvocation, *, lock_timeout_seconds: float) -> DbtOut
         delay = min(delay * 2, 2.0)
 
 
+def _run_with_best_manifest(invocation: DbtInvocation, profiles: Path) -> DbtOutcome:
+    """The image's prepared manifest, else one an earlier run cached, else parse (and cache)."""
+    manifest = load_prepared_manifest(invocation.project, invocation.vars)
+    if manifest is not None:
+        return _invoke_once(build_args(invocation, profiles), manifest, "prepared")
+    cache = invocation.manifest_cache
+    if cache is None:
+        return _invoke_once(build_args(invocation, profiles), None, "parsed")
+    key = cache_key(invocation.project, invocation.vars)
+    manifest = load_cached_manifest(cache, key)
+    if manifest is not None:
+        return _invoke_once(build_args(invocation, profiles), manifest, "cached")
+    with recording_json_schemas() as schemas:
+        outcome = _invoke_once(
+            build_args(invocation, profiles, write_partial_parse=True), None, "parsed"
+        )
+    store_cached_manifest(cache, key, invocation.workdir / "target" / PARTIAL_PARSE_FILE, schemas)
+    return outcome
+
+
 def _lost_lock_race(outcome: DbtOutcome) -> bool:
     texts = [outcome.error or "", *(node.message for node in outcome.nodes)]
     return not outcome.success and any(marker in t for t in texts for marker in _LOCK_ERRORS)
 
 
-def _invoke_once(args: list[str], manifest: Any | None) -> DbtOutcome:
+def _invoke_once(args: list[str], manifest: Any | None, source: ManifestSource) -> DbtOutcome:
     try:
         result = _runner(manifest).invoke(args)
     finally:
@@ -259,7 +333,7 @@ def _invoke_once(args: list[str], manifest: Any | None) -> DbtOutcome:
         success=bool(result.success),
         nodes=nodes,
         error=error,
-        used_prepared_manifest=manifest is not None,
+        manifest=source,
     )
 
 

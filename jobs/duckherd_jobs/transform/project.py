@@ -16,8 +16,11 @@ expressed; `flatten_project` refuses such a project instead of producing keys th
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -43,9 +46,9 @@ def configmap_mount(env: Mapping[str, str]) -> Path:
 
 
 def locate_project(
-    project: DbtProject, *, manifest_dir: Path, env: Mapping[str, str], workdir: Path
+    project: DbtProject, *, manifest_dir: Path, env: Mapping[str, str], scratch: Path
 ) -> Path:
-    """The directory holding dbt_project.yml; a ConfigMap project is rebuilt under workdir."""
+    """The directory holding dbt_project.yml; a ConfigMap project is rebuilt under scratch."""
     if project.path is not None:
         path = Path(project.path)
         if not path.is_absolute():
@@ -60,7 +63,7 @@ def locate_project(
         )
         if not _is_mounted(mount):
             raise DbtProjectError(f"{where}: nothing is mounted at {mount}")
-        return rebuild_flat_project(mount, workdir / "dbt-project", where=where)
+        return rebuild_flat_project(mount, scratch, where=where)
     if env.get(PROJECT_ENV):
         return _require_project(Path(env[PROJECT_ENV]), f"${PROJECT_ENV}")
     for start in (manifest_dir, Path.cwd()):
@@ -120,20 +123,35 @@ def encode_path(relative: Path) -> str:
     return key
 
 
-def rebuild_flat_project(mount: Path, destination: Path, *, where: str) -> Path:
-    """Write each mounted key to its decoded path under destination."""
-    destination.mkdir(parents=True, exist_ok=True)
-    for entry in sorted(mount.iterdir()):
+def rebuild_flat_project(mount: Path, scratch: Path, *, where: str) -> Path:
+    """Write each mounted key to its decoded path in a directory named by the content.
+
+    Naming it by the content keeps the project's path (part of its fingerprint) the same
+    from run to run, so that a manifest parsed by an earlier run can be reused.
+    """
+    files = {
+        decode_key(entry.name): entry.read_bytes()
+        for entry in sorted(mount.iterdir())
         # A ConfigMap volume holds `..data` and `..<timestamp>` entries beside the keys.
-        if entry.name.startswith(".."):
-            continue
-        if not entry.is_file():
-            continue
-        target = destination / decode_key(entry.name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(entry.read_bytes())
-    if not (destination / PROJECT_FILE).is_file():
+        if not entry.name.startswith("..") and entry.is_file()
+    }
+    if Path(PROJECT_FILE) not in files:
         raise DbtProjectError(f"{where}: no key {PROJECT_FILE!r} (the project's root file)")
+    digest = hashlib.sha256()
+    for relative, content in sorted(files.items()):
+        digest.update(str(relative).encode() + b"\0" + hashlib.sha256(content).digest())
+    destination = scratch / f"duckherd-dbt-project-{digest.hexdigest()[:20]}"
+    if (destination / PROJECT_FILE).is_file():
+        return destination
+    scratch.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".duckherd-dbt-project-", dir=scratch))
+    for relative, content in files.items():
+        (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+        (staging / relative).write_bytes(content)
+    try:
+        staging.rename(destination)
+    except OSError:  # a concurrent run wrote the same content first
+        shutil.rmtree(staging, ignore_errors=True)
     return destination
 
 

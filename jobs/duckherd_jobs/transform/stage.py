@@ -25,6 +25,8 @@ _COUNTED_MATERIALIZATIONS = frozenset({"table", "incremental", "seed", "snapshot
 _FAILED = frozenset({"error", "fail", "runtime error"})
 _MAX_ERRORS_REPORTED = 5
 LOG_LEVEL_ENV = "DUCKHERD_DBT_LOG_LEVEL"
+# Beside the warehouse (the PVC in a cluster): manifests parsed by earlier runs.
+MANIFEST_CACHE_DIR = ".duckherd-dbt-manifests"
 _LOG_LEVELS = ("debug", "info", "warn", "error", "none")
 
 
@@ -42,7 +44,10 @@ def run_transform(ctx: StageContext) -> StageSummary:
     with tempfile.TemporaryDirectory(prefix="duckherd-transform-") as directory:
         workdir = Path(directory)
         project = locate_project(
-            settings.project, manifest_dir=ctx.manifest_dir, env=ctx.env, workdir=workdir
+            settings.project,
+            manifest_dir=ctx.manifest_dir,
+            env=ctx.env,
+            scratch=Path(tempfile.gettempdir()),
         )
         log.info("dbt project %s", project)
         outcome = run_dbt(
@@ -56,6 +61,7 @@ def run_transform(ctx: StageContext) -> StageSummary:
                 full_refresh=settings.fullRefresh,
                 threads=settings.threads,
                 log_level=_dbt_log_level(ctx),
+                manifest_cache=ctx.warehouse.parent / MANIFEST_CACHE_DIR,
             ),
             lock_timeout_seconds=ctx.lock_timeout_seconds,
         )
