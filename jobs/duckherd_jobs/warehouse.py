@@ -132,10 +132,5 @@ def record_run(connection: duckdb.DuckDBPyConnection, summary: StageSummary) -> 
     )
 
 
-def table_rows(connection: duckdb.DuckDBPyConnection, table: str) -> int:
-    row = connection.execute(f"SELECT count(*) FROM {qualified(table)}").fetchone()
-    return int(row[0]) if row else 0
-
-
 def load_json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value

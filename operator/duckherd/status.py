@@ -121,7 +121,9 @@ def _stage_rows(summary: StageSummary | None) -> int | None:
     if summary is None:
         return None
     if summary.stage == "publish":
-        return sum(p.rows for p in summary.published) if summary.published else None
+        # Rows per published table (a table sent to two targets counts once).
+        per_table = {p.table: p.rows for p in summary.published}
+        return sum(per_table.values()) if per_table else None
     if summary.stage == "check":
         return None
     loaded = [t.loaded if t.loaded is not None else t.rows for t in summary.tables.values()]
