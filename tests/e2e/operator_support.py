@@ -162,6 +162,9 @@ class Operator:
         name: str = wait_until("the operator Pod Ready", ready, timeout=240)
         return name
 
+    def logs(self) -> str:
+        return kubectl("logs", "-n", self.namespace, self.ready_pod(), "--tail=-1")
+
     def rss_bytes(self) -> int:
         """Resident memory of the operator process (PID 1 of its container)."""
         status = kubectl(

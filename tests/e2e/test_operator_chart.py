@@ -198,6 +198,7 @@ def test_pvc_is_kept_on_delete_unless_retain_on_delete_is_false(
         timeout=120,
     )
     assert exists("pvc", "kept-warehouse", namespace)
+    assert "forbidden" not in operator.logs().lower(), "the ClusterRole lacks a grant"
 
 
 def test_helm_upgrade_updates_a_changed_crd(

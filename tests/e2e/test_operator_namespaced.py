@@ -52,7 +52,7 @@ def test_operator_is_started_for_the_watched_namespace_only(
     assert f"--namespace={watched}" in args
     assert exists("role", operator.fullname, watched)
     assert not exists("clusterrole", operator.fullname, "default")
-    assert exists("clusterrole", f"{operator.fullname}-crds", "default")
+    assert exists("clusterrole", f"{operator.fullname}-discovery", "default")
 
 
 def test_roles_suffice_for_the_operator_in_the_watched_namespace(
@@ -70,6 +70,7 @@ def test_roles_suffice_for_the_operator_in_the_watched_namespace(
         ),
         timeout=120,
     )
+    assert "forbidden" not in operator.logs().lower(), "the Roles lack a grant"
     # Deleted while the operator runs (it holds Kopf's finalizer on the pipeline).
     kubectl("delete", "datapipeline", name, "-n", watched, "--timeout=120s")
 
@@ -86,6 +87,7 @@ def test_operator_has_no_rights_outside_the_watched_namespace(
         ("create", "events"),
     ]:
         assert not can_i(sa, verb, resource, namespace), f"{verb} {resource}"
-    assert not can_i(sa, "list", "namespaces", "default")
+    assert can_i(sa, "watch", "namespaces", "default"), "Kopf observes the watched namespaces"
+    assert not can_i(sa, "get", "namespaces", "default")
     assert not can_i(sa, "get", "secrets", watched)
     assert can_i(sa, "watch", "customresourcedefinitions.apiextensions.k8s.io", "default")

@@ -293,7 +293,8 @@ def test_cluster_wide_rbac_is_least_privilege(helm: str) -> None:
     docs = _render(helm)
     assert not [doc for doc in docs if doc["kind"] in {"Role", "RoleBinding"}]
     granted = _rules(_one(docs, "ClusterRole"))
-    assert granted == {**NAMESPACED_GRANTS, **CRD_GRANTS, ("", "namespaces"): {"list", "watch"}}
+    # Cluster-wide, Kopf does not observe namespaces: no grant on them.
+    assert granted == {**NAMESPACED_GRANTS, **CRD_GRANTS}
     binding = _one(docs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == "demo-duckherd"
     assert binding["subjects"] == [
@@ -309,7 +310,10 @@ def test_namespaced_rbac_grants_only_the_watched_namespaces(helm: str) -> None:
     assert sorted(binding["metadata"]["namespace"] for binding in bindings) == ["team-a", "team-b"]
     for role in roles:
         assert _rules(role) == NAMESPACED_GRANTS
-    assert _rules(_one(docs, "ClusterRole")) == CRD_GRANTS
+    discovery = _one(docs, "ClusterRole", "demo-duckherd-discovery")
+    assert _rules(discovery) == {**CRD_GRANTS, ("", "namespaces"): {"list", "watch"}}
+    binding = _one(docs, "ClusterRoleBinding", "demo-duckherd-discovery")
+    assert binding["roleRef"]["name"] == "demo-duckherd-discovery"
     args = _container(docs)["args"]
     assert "--namespace=team-a" in args
     assert "--namespace=team-b" in args
