@@ -66,7 +66,7 @@ class Situation:
 
 
 class TableProbe:
-    """Follow-up queries on one table, run only for checks that failed."""
+    """Queries beyond the shared scan: uniqueness's GROUP BY, and samples for failed checks."""
 
     def __init__(self, connection: duckdb.DuckDBPyConnection, relation: str) -> None:
         self._connection = connection
@@ -81,24 +81,25 @@ class TableProbe:
         ).fetchall()
         return [tuple(row) for row in rows]
 
-    def duplicates(self, columns: Sequence[str], considered: Predicate) -> tuple[int, Predicate]:
-        """Rows whose value (combination) occurs more than once, and a predicate for them."""
+    def duplicates(self, columns: Sequence[str], candidates: Predicate) -> tuple[int, Predicate]:
+        """How many `candidates` rows share their value (combination) with another, and a
+        predicate selecting them."""
         keys = ", ".join(columns)
         groups = (
-            f"SELECT {keys} FROM {self.relation} WHERE {considered.sql} "
+            f"SELECT {keys} FROM {self.relation} WHERE {candidates.sql} "
             f"GROUP BY ALL HAVING count(*) > 1"
         )
         row = self._connection.execute(
             f"SELECT coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM {self.relation} "
-            f"WHERE {considered.sql} GROUP BY {keys} HAVING count(*) > 1)",
-            list(considered.params),
+            f"WHERE {candidates.sql} GROUP BY {keys} HAVING count(*) > 1)",
+            list(candidates.params),
         ).fetchone()
         count = int(row[0]) if row else 0
         # `t` is the sampled relation (see `sample`); unqualified names would bind to `d`.
         matches = " AND ".join(f"t.{c} = d.{c}" for c in columns)
         predicate = Predicate(
-            f"({considered.sql}) AND EXISTS (SELECT 1 FROM ({groups}) AS d WHERE {matches})",
-            considered.params + considered.params,
+            f"({candidates.sql}) AND EXISTS (SELECT 1 FROM ({groups}) AS d WHERE {matches})",
+            candidates.params + candidates.params,
         )
         return count, predicate
 
