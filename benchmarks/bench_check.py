@@ -250,6 +250,7 @@ def _summarize(runs: list[Run]) -> Summary:
 
 def print_report(rows: int, results: dict[str, Summary]) -> None:
     sql = min(results["sql"], results["sql-split"], key=lambda run: run.seconds)
+    sql_fastest = min(results["sql"].fastest, results["sql-split"].fastest)
     floor = results["gx-import"]
     print(
         f"\nB4: 10 expectations on {rows:,} rows; compute = median (min) of the rounds, "
@@ -272,7 +273,7 @@ def print_report(rows: int, results: dict[str, Summary]) -> None:
         if mode == "gx-import":
             ratios = f"{'-':>7} {'-':>10}"
         else:
-            ratios = f"{run.seconds / sql.seconds:>6.2f}x {run.fastest / sql.fastest:>9.2f}x"
+            ratios = f"{run.seconds / sql.seconds:>6.2f}x {run.fastest / sql_fastest:>9.2f}x"
         compute = f"{run.seconds:.3f} ({run.fastest:.3f})"
         print(
             f"{labels[mode]:<30} {compute:>16} {ratios} {run.wall:>10.2f} {run.peak_rss_mb:>12.0f}"
@@ -282,7 +283,7 @@ def print_report(rows: int, results: dict[str, Summary]) -> None:
     budget = 1.3 * sql.seconds + floor.seconds + interpreter
     print(
         f"\ngoals: compute {ours.seconds / sql.seconds:.2f}x sql by medians, "
-        f"{ours.fastest / sql.fastest:.2f}x by minima (<= 1.30x); "
+        f"{ours.fastest / sql_fastest:.2f}x by minima (<= 1.30x); "
         f"process {ours.wall:.2f}s vs 1.3 x sql + GX import floor + interpreter start "
         f"= {budget:.2f}s; peak RSS {ours.peak_rss_mb:.0f} MB (<= 1229)"
     )
