@@ -116,7 +116,7 @@ start() {
   echo "$sig" >"$sigfile"
   # shellcheck disable=SC2016
   setsid sh -c 'echo $$ > "$0/cgroup.procs" 2>/dev/null; exec "$@"' "$(cgroup_dir)" "$@" \
-    >>"$STATE/logs/$name.log" 2>&1 </dev/null &
+    >>"$STATE/logs/$name.log" 2>&1 </dev/null 9>&- &
   echo $! >"$(pidfile "$name")"
   sleep 0.5
   alive "$name" || { tail_log "$name"; die "$name exited at once (log: $STATE/logs/$name.log)"; }
@@ -833,6 +833,19 @@ export DUCKHERD_BASE_IMAGE=$BASE_IMAGE
 EOF
 }
 
+# One cluster.sh at a time changes the cluster (two test sessions may call `up` together).
+lock() {
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/cluster.lock"
+  if ! flock -n 9; then
+    log "another cluster.sh is running; waiting for it"
+    flock 9
+  fi
+}
+
+case ${1:-} in
+  up | down | purge | images | build-images) need_root; lock ;;
+esac
 case ${1:-} in
   up) cmd_up ;;
   down) cmd_down ;;
