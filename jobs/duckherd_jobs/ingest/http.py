@@ -410,7 +410,10 @@ class HttpExtractor:
         # Infer the page type here, before the warehouse lock, and hand it to the load: the
         # load then parses once instead of sampling again.
         page_type = self._page_type(options, sample_pages if sampled else -1)
-        typed = f"SELECT {unnest} FROM read_json(?, {options}, columns = {{'p': {page_type}}})"
+        typed = (
+            f"SELECT {unnest} FROM read_json(?, {options}, records = true, "
+            f"columns = {{'p': {page_type}}})"
+        )
         return Extracted(typed, parameters, fallback_sql=full if sampled else None)
 
     def _page_type(self, options: str, sample: int) -> str:
