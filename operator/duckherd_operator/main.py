@@ -9,7 +9,9 @@ def run(*, namespaces: list[str], liveness: str, metrics_port: int) -> None:
     import kopf
 
     import duckherd_operator.handlers  # noqa: F401  (registers the handlers)
+    from duckherd_operator import state
 
+    state.set_namespaces(namespaces)
     kopf.configure(verbose=False)  # INFO logs, Kopf's own format
 
     if metrics_port:

@@ -296,6 +296,14 @@ def _events(raw_body: dict[str, Any], old: DataPipelineStatus, new: DataPipeline
             kopf.warn(body, reason=after.reason, message=after.message)
 
 
+async def reconcile_body(kube: Kube, body: dict[str, Any]) -> None:
+    """Children follow the spec, then chain and status follow the children."""
+    parsed = parse_pipeline(body)
+    if parsed.pipeline is not None:
+        await apply_children(kube, parsed.pipeline)
+    await sync(kube, body["metadata"]["namespace"], body["metadata"]["name"])
+
+
 async def sync(kube: Kube, namespace: str, name: str) -> None:
     """Chain the newest run and bring status up to date. Safe to call at any time."""
     async with pipeline_lock(namespace, name):

@@ -8,6 +8,17 @@ from duckherd_operator.kube import Kube
 
 _connection: kopf.ConnectionInfo | None = None
 _kube: Kube | None = None
+_namespaces: list[str] = []
+
+
+def set_namespaces(namespaces: list[str]) -> None:
+    """The namespaces the operator serves; empty means the whole cluster."""
+    global _namespaces
+    _namespaces = list(namespaces)
+
+
+def namespaces() -> list[str]:
+    return list(_namespaces)
 
 
 def set_connection(info: kopf.ConnectionInfo) -> None:

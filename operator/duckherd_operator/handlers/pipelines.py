@@ -13,34 +13,21 @@ from duckherd_operator.reconcile import (
     PipelineBusy,
     apply_children,
     parse_pipeline,
+    reconcile_body,
     start_run_now,
     sync,
 )
 
 RESOURCE = (GROUP, VERSION, PLURAL)
-TIMER_INTERVAL_SECONDS = 30.0
-
-
-async def _reconcile(body: kopf.Body) -> None:
-    parsed = parse_pipeline(dict(body))
-    if parsed.pipeline is not None:
-        await apply_children(state.kube(), parsed.pipeline)
-    await sync(state.kube(), body["metadata"]["namespace"], body["metadata"]["name"])
 
 
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
 @kopf.on.resume(*RESOURCE)
 async def reconcile_pipeline(body: kopf.Body, **_: Any) -> None:
-    """Children follow the spec; status follows the children."""
-    await _reconcile(body)
-
-
-@kopf.timer(*RESOURCE, interval=TIMER_INTERVAL_SECONDS, initial_delay=TIMER_INTERVAL_SECONDS)
-async def repair_and_refresh(body: kopf.Body, **_: Any) -> None:
-    """Repairs drifted or deleted children and chains missed while the operator was down;
-    refreshes freshness. Writes nothing when nothing changed."""
-    await _reconcile(body)
+    """Children follow the spec; status follows the children. (The periodic repair of
+    drift, missed chains and freshness is handlers/resync.py.)"""
+    await reconcile_body(state.kube(), dict(body))
 
 
 @kopf.on.create(*RESOURCE, annotations={ANNOTATION_RUN_NOW: kopf.PRESENT})
