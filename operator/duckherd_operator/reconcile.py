@@ -291,7 +291,7 @@ def _events(raw_body: dict[str, Any], old: DataPipelineStatus, new: DataPipeline
         before is None or (before.status, before.reason) != (after.status, after.reason)
     ):
         if after.status == "True":
-            kopf.info(body, reason=after.reason, message=after.message)
+            kopf.event(body, type="Normal", reason=after.reason, message=after.message)
         else:
             kopf.warn(body, reason=after.reason, message=after.message)
 

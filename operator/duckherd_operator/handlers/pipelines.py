@@ -53,6 +53,6 @@ async def run_now(body: kopf.Body, old: Any, reason: str, logger: kopf.Logger, *
         # One writer per warehouse: the manual run waits for the current one to end.
         raise kopf.TemporaryError(f"manual run deferred: {busy}", delay=15) from busy
     if started:
-        kopf.info(body, reason="RunStarted", message=f"manual run {job_name}")
+        kopf.event(body, type="Normal", reason="RunStarted", message=f"manual run {job_name}")
         logger.info("manual run %s started", job_name)
     await sync(state.kube(), parsed.pipeline.namespace, parsed.pipeline.name)

@@ -24,6 +24,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="kopf.duckherd.io", key="last-handled-configuration"
     )
+    # Kopf's own log lines become Events only from WARNING up (no "handler succeeded" spam);
+    # our Normal Events go through kopf.event(), which that level does not filter.
     settings.posting.level = logging.WARNING
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings.watching.server_timeout = 300
