@@ -20,7 +20,7 @@ from croniter import croniter
 from pydantic import ValidationError
 
 from duckherd import __version__
-from duckherd.api import API_VERSION, KIND, DataPipelineSpec, DataPipelineStatus
+from duckherd.api import API_VERSION, KIND, DataPipelineSpec, DataPipelineStatus, RunStatus
 from duckherd.status import (
     READY,
     Problem,
@@ -268,6 +268,18 @@ def _status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
+def _run_event(body: kopf.Body, old: RunStatus | None, new: RunStatus | None) -> None:
+    if new is None or new.result == "Running":
+        return
+    if old is not None and (old.id, old.result) == (new.id, new.result):
+        return
+    if new.result == "Succeeded":
+        message = f"run {new.id} ({new.trigger.lower()}) succeeded"
+        kopf.event(body, type="Normal", reason="RunSucceeded", message=message)
+    else:
+        kopf.warn(body, reason=f"Run{new.result}", message=f"run {new.id}: {new.result.lower()}")
+
+
 def _events(raw_body: dict[str, Any], old: DataPipelineStatus, new: DataPipelineStatus) -> None:
     """Events for transitions users care about (only on change: no spam at steady state)."""
     body = cast(kopf.Body, raw_body)  # kopf's event API reads only metadata keys
@@ -276,8 +288,11 @@ def _events(raw_body: dict[str, Any], old: DataPipelineStatus, new: DataPipeline
         if stage.job is None or (stage.job, stage.result) in old_stages:
             continue
         if stage.result == "Succeeded":
-            kopf.info(
-                body, reason="StageSucceeded", message=f"{stage.stage} ({stage.job}) succeeded"
+            kopf.event(
+                body,
+                type="Normal",
+                reason="StageSucceeded",
+                message=f"{stage.stage} ({stage.job}) succeeded",
             )
         elif stage.result == "Failed":
             kopf.warn(
@@ -285,6 +300,7 @@ def _events(raw_body: dict[str, Any], old: DataPipelineStatus, new: DataPipeline
             )
         elif stage.result == "Blocked":
             kopf.warn(body, reason="PublishBlocked", message=stage.message or "checks failed")
+    _run_event(body, old.lastRun, new.lastRun)
     before = get_condition(old.conditions, READY)
     after = get_condition(new.conditions, READY)
     if after is not None and (
