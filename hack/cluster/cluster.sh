@@ -245,6 +245,9 @@ build_project_image() {
     tail -n 40 "$out" >&2
     die "building $PROJECT_IMAGE failed (log: $out)"
   fi
+  # Drop the layers of earlier builds that no tagged image uses any more (the cache of the
+  # current build stays): each code change would otherwise add ~1 GB.
+  buildah rmi --prune >/dev/null 2>&1 || true
 }
 
 containerd_has_image() {
