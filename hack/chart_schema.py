@@ -93,11 +93,22 @@ class MetricsService(Values):
     annotations: dict[str, str] = Field(default_factory=dict, description="Its annotations.")
 
 
+class ServiceMonitor(Values):
+    enabled: bool = Field(default=False, description="Create a Prometheus Operator ServiceMonitor.")
+    interval: str = Field(
+        default="30s", pattern=r"^[0-9]+(ms|s|m|h)$", description="Scrape interval."
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="Its extra labels.")
+
+
 class Metrics(Values):
     enabled: bool = Field(default=True, description="Serve Prometheus metrics.")
     port: int = Field(default=9090, ge=1, le=65535, description="Metrics port.")
     service: MetricsService = Field(
         default_factory=MetricsService, description="The metrics Service."
+    )
+    serviceMonitor: ServiceMonitor = Field(
+        default_factory=ServiceMonitor, description="A ServiceMonitor for the metrics Service."
     )
 
 

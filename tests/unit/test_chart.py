@@ -343,6 +343,25 @@ def test_metrics_service_and_port_follow_the_values(helm: str) -> None:
     assert "--metrics-port=0" in _container(disabled)["args"]
 
 
+def test_service_monitor_selects_the_metrics_service(helm: str) -> None:
+    assert not [d for d in _render(helm) if d["kind"] == "ServiceMonitor"], "off by default"
+    docs = _render(
+        helm,
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.serviceMonitor.labels.release=prom",
+    )
+    monitor = _one(docs, "ServiceMonitor")
+    service = _one(docs, "Service", "demo-duckherd-metrics")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s"}
+    ]
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+
+
 def test_every_resource_carries_the_standard_labels(helm: str) -> None:
     for doc in _render(helm, "--set", "commonLabels.team=data"):
         labels = doc["metadata"]["labels"]
