@@ -37,30 +37,30 @@ class TransformConfigError(ValueError):
 def run_transform(ctx: StageContext) -> StageSummary:
     """Build the dbt project against the warehouse; a failed node fails the stage."""
     settings = _dbt_settings(ctx)
+    log_level = _dbt_log_level(ctx)
+    project = locate_project(
+        settings.project,
+        manifest_dir=ctx.manifest_dir,
+        env=ctx.env,
+        scratch=Path(tempfile.gettempdir()),
+    )
+    log.info("dbt project %s", project)
     # Wait for the file lock (bounded) and make sure the schemas exist; dbt-duckdb opens the
     # file itself, so our connection is closed before dbt starts.
     with connect(ctx.warehouse, timeout_seconds=ctx.lock_timeout_seconds):
         pass
-    with tempfile.TemporaryDirectory(prefix="duckherd-transform-") as directory:
-        workdir = Path(directory)
-        project = locate_project(
-            settings.project,
-            manifest_dir=ctx.manifest_dir,
-            env=ctx.env,
-            scratch=Path(tempfile.gettempdir()),
-        )
-        log.info("dbt project %s", project)
+    with tempfile.TemporaryDirectory(prefix="duckherd-transform-") as workdir:
         outcome = run_dbt(
             DbtInvocation(
                 project=project,
                 warehouse=ctx.warehouse,
-                workdir=workdir,
+                workdir=Path(workdir),
                 select=list(settings.select),
                 exclude=list(settings.exclude),
                 vars=dict(settings.vars),
                 full_refresh=settings.fullRefresh,
                 threads=settings.threads,
-                log_level=_dbt_log_level(ctx),
+                log_level=log_level,
                 manifest_cache=ctx.warehouse.parent / MANIFEST_CACHE_DIR,
             ),
             lock_timeout_seconds=ctx.lock_timeout_seconds,
