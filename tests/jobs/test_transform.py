@@ -192,6 +192,21 @@ def test_a_failing_model_fails_the_stage_and_leaves_the_mart_as_it_was(tmp_path:
     ]
 
 
+def test_a_project_that_does_not_compile_fails_naming_the_model(tmp_path: Path) -> None:
+    project = copy_project(tmp_path)
+    ctx = context(tmp_path, {"project": {"path": "project"}})
+    load_raw(ctx.warehouse)
+    mart = project / "models" / "marts" / "customer_analytics.sql"
+    mart.write_text(mart.read_text().replace("ref('stg_salesforce__customers')", "ref('nope')"))
+
+    summary = run_stage("transform", ctx)
+
+    assert not summary.ok
+    assert summary.error is not None
+    assert "customer_analytics" in summary.error
+    assert "nope" in summary.error
+
+
 def test_a_failing_data_test_blocks_the_mart(tmp_path: Path) -> None:
     ctx = context(tmp_path, {"vars": AS_OF})
     load_raw(ctx.warehouse)
