@@ -12,7 +12,7 @@ import pytest
 
 from duckherd.summary import decode
 from duckherd_jobs.check.config import CheckConfigError
-from duckherd_jobs.check.stage import CheckTargetError
+from duckherd_jobs.check.stage import CheckComputeError, CheckTargetError
 from duckherd_jobs.runner import run_stage_cli
 from tests.jobs.check_support import check, check_stage, make_warehouse, query
 
@@ -307,6 +307,21 @@ def test_invalid_kwargs_name_the_check_and_field(
         check(warehouse, [_check(NOT_NULL, column="email"), _check(expectation, **kwargs)])
     assert str(raised.value).startswith("quality.checks[1] (customers")
     assert message in str(raised.value)
+    assert _history(warehouse) == []
+
+
+def test_arguments_of_the_wrong_type_for_the_column_name_the_check(warehouse: Path) -> None:
+    checks = [
+        _check(NOT_NULL, column="email"),
+        _check("expect_column_values_to_be_in_set", column="segment", value_set=["gold"]),
+    ]
+    with pytest.raises(CheckComputeError) as raised:
+        check(warehouse, checks)
+    message = str(raised.value)
+    assert message.startswith(
+        "check customers.segment:expect_column_values_to_be_in_set on marts.customers: "
+    )
+    assert "gold" in message
     assert _history(warehouse) == []
 
 

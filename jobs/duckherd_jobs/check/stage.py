@@ -15,6 +15,7 @@ from duckherd.summary import CheckResult, ChecksSummary, StageSummary, TableSumm
 from duckherd_jobs.check.config import PlannedCheck, plan_checks
 from duckherd_jobs.check.pushdown import (
     ROW_COUNT,
+    Evaluator,
     Outcome,
     Situation,
     TableProbe,
@@ -29,6 +30,10 @@ OBSERVED_MAX_CHARS = 200
 
 class CheckTargetError(LookupError):
     """A check names a table or column the warehouse does not have."""
+
+
+class CheckComputeError(ValueError):
+    """DuckDB refused a check's SQL, typically arguments of the wrong type for the column."""
 
 
 def table_columns(connection: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
@@ -93,9 +98,29 @@ def check_table(
     ]
     relation = qualified(table)
     aggregates = [ROW_COUNT] + [a for e in evaluators for a in e.aggregates()]
-    values = scan(connection, relation, aggregates)
-    probe = TableProbe(connection, relation)
-    return int(values[ROW_COUNT]), [e.evaluate(values, probe, situation) for e in evaluators]
+    try:
+        values = scan(connection, relation, aggregates)
+        probe = TableProbe(connection, relation)
+        outcomes = [e.evaluate(values, probe, situation) for e in evaluators]
+    except duckdb.Error as error:
+        raise CheckComputeError(_culprit(connection, relation, checks, evaluators, error)) from None
+    return int(values[ROW_COUNT]), outcomes
+
+
+def _culprit(
+    connection: duckdb.DuckDBPyConnection,
+    relation: str,
+    checks: Sequence[PlannedCheck],
+    evaluators: Sequence[Evaluator],
+    error: duckdb.Error,
+) -> str:
+    """Name the check whose SQL DuckDB refuses (the shared scan only says that one did)."""
+    for check, evaluator in zip(checks, evaluators, strict=True):
+        try:
+            scan(connection, relation, evaluator.aggregates())
+        except duckdb.Error as own_error:
+            return f"check {check.name} on {check.table}: {own_error}"
+    return f"checks on {checks[0].table}: {error}"
 
 
 def gx_result(check: PlannedCheck, outcome: Outcome, row_count: int) -> dict[str, Any]:
