@@ -86,8 +86,8 @@ def ensure_restricted_namespace(name: str, labels: dict[str, str] | None = None)
 
 
 def drop_pipeline_finalizers(namespace: str) -> None:
-    """Kopf puts a finalizer on every DataPipeline (its timers need one); strip what is left
-    at teardown, so that a namespace never hangs in Terminating once the operator is gone."""
+    """A safety net at teardown: whatever finalizer a broken operator build left on a pipeline
+    must not keep a test namespace in Terminating forever."""
     names = kubectl("get", "datapipelines", "-n", namespace, "-o", "name", check=False).split()
     for name in names:
         kubectl(

@@ -238,12 +238,6 @@ def test_run_by_annotation_chains_stages_and_reports_status(
     assert not failures, failures
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: the operator sets settings.posting.level=WARNING, which makes kopf.info() "
-    "drop every Normal Event (StageSucceeded, RunSucceeded, RunStarted); "
-    "kopf.event(type='Normal') is not filtered by that level",
-)
 def test_a_successful_run_leaves_normal_events(
     example: dict[str, Any], pipeline_namespace: str
 ) -> None:
