@@ -184,8 +184,16 @@ class Operator:
             self.ready_pod()
 
 
+def image_values(image: str) -> list[str]:
+    """The chart's image values for `repo:tag` or `repo@sha256:...`."""
+    if "@" in image:
+        repository, digest = image.split("@", 1)
+        return ["--set", f"image.repository={repository}", "--set", f"image.digest={digest}"]
+    repository, tag = split_image(image)
+    return ["--set", f"image.repository={repository}", "--set", f"image.tag={tag}"]
+
+
 def install_args(cluster: Cluster, release: str, namespace: str, chart: Path) -> list[str]:
-    repository, tag = split_image(cluster.need_image())
     return [
         "upgrade",
         "--install",
@@ -193,10 +201,7 @@ def install_args(cluster: Cluster, release: str, namespace: str, chart: Path) ->
         str(chart),
         "--namespace",
         namespace,
-        "--set",
-        f"image.repository={repository}",
-        "--set",
-        f"image.tag={tag}",
+        *image_values(cluster.need_image()),
         "--set",
         "image.pullPolicy=IfNotPresent",
         "--wait",
