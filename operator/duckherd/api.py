@@ -883,9 +883,13 @@ class ObjectMeta(BaseModel):
     namespace: str | None = None
 
 
-def iter_secret_refs(spec: DataPipelineSpec) -> list[SecretKeyRef]:
-    """Every Secret reference in a spec (the operator maps each into stage pods' env)."""
+def iter_secret_refs(spec: DataPipelineSpec, stage: Stage | None = None) -> list[SecretKeyRef]:
+    """The Secret references a stage uses (all of them without `stage`). The operator maps
+    exactly these into that stage's pod env: a stage never sees another stage's secrets, and
+    a missing publish Secret does not stop ingest."""
     found: list[SecretKeyRef] = []
+    parts: dict[str, object] = {"ingest": spec.sources, "publish": spec.publish}
+    root: object = spec if stage is None else parts.get(stage, [])
 
     def walk(node: object) -> None:
         if isinstance(node, SecretKeyRef):
@@ -898,7 +902,7 @@ def iter_secret_refs(spec: DataPipelineSpec) -> list[SecretKeyRef]:
             for item in node:
                 walk(item)
 
-    walk(spec)
+    walk(root)
     return found
 
 

@@ -126,7 +126,7 @@ def build_warehouse_pvc(pipeline: Pipeline) -> dict[str, Any] | None:
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": spec}
 
 
-def _env(pipeline: Pipeline) -> list[dict[str, Any]]:
+def _env(pipeline: Pipeline, stage: Stage) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "DUCKHERD_SPEC", "value": f"{SPEC_MOUNT}/{SPEC_FILE}"},
         {"name": "DUCKHERD_WAREHOUSE", "value": f"{WAREHOUSE_MOUNT}/{WAREHOUSE_FILE}"},
@@ -139,7 +139,7 @@ def _env(pipeline: Pipeline) -> list[dict[str, Any]]:
             "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['job-name']"}},
         },
     ]
-    for ref in iter_secret_refs(pipeline.spec):
+    for ref in iter_secret_refs(pipeline.spec, stage):
         env.append(
             {
                 "name": ref.env_name,
@@ -186,7 +186,7 @@ def build_pod_spec(pipeline: Pipeline, stage: Stage) -> dict[str, Any]:
         "image": pod.image or pipeline.image,
         "imagePullPolicy": pod.imagePullPolicy or pipeline.image_pull_policy,
         "args": ["job", stage],
-        "env": _env(pipeline),
+        "env": _env(pipeline, stage),
         "volumeMounts": mounts,
         "securityContext": _restricted_container_security(),
         "terminationMessagePath": "/dev/termination-log",

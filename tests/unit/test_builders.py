@@ -72,15 +72,23 @@ def test_every_pod_is_restricted_and_reads_results_without_api_access() -> None:
         assert child["spec"]["concurrencyPolicy"] == "Forbid"
 
 
-def test_secrets_reach_pods_only_as_secret_key_refs() -> None:
-    children = build_children(_pipeline())
-    text = yaml.safe_dump_all(children)
-    cronjob = next(c for c in children if c["kind"] == "CronJob")
+def _secret_env(cronjob: dict[str, Any]) -> dict[str, Any]:
     env = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]
-    token = next(e for e in env if e["name"] == "DUCKHERD_SECRET_CRM_API_TOKEN")
+    return {e["name"]: e for e in env if e["name"].startswith("DUCKHERD_SECRET_")}
+
+
+def test_secrets_reach_pods_only_as_secret_key_refs_of_their_own_stage() -> None:
+    cronjobs = {
+        c["metadata"]["name"]: c for c in build_children(_pipeline()) if c["kind"] == "CronJob"
+    }
+    ingest = _secret_env(cronjobs["shop-ingest"])
+    assert set(ingest) == {"DUCKHERD_SECRET_CRM_API_TOKEN", "DUCKHERD_SECRET_SHOP_DB_DSN"}
+    token = ingest["DUCKHERD_SECRET_CRM_API_TOKEN"]
     assert token["valueFrom"] == {"secretKeyRef": {"name": "crm-api", "key": "token"}}
     assert "value" not in token
-    assert "s3cret" not in text
+    assert set(_secret_env(cronjobs["shop-publish"])) == {"DUCKHERD_SECRET_CACHE_URL"}
+    assert _secret_env(cronjobs["shop-transform"]) == {}
+    assert _secret_env(cronjobs["shop-check"]) == {}
 
 
 def test_only_ingest_is_scheduled_unless_transform_has_its_own() -> None:
