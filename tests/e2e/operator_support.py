@@ -276,9 +276,14 @@ def can_i(who: str, verb: str, resource: str, namespace: str) -> bool:
 # --------------------------------------------------------------------------- pipelines
 
 
-def load_example(source_url: str) -> dict[str, Any]:
-    """The example pipeline, its source pointed at `source_url` (the demo API on this host)."""
+def load_example(source_url: str, *, publish: bool = False) -> dict[str, Any]:
+    """The example pipeline, its source pointed at `source_url` (the demo API on this host).
+
+    Without `publish` the publish targets are left out (they need Redis and PostgreSQL
+    Secrets); test_operator_publish.py runs the example with them."""
     pipeline: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
+    if not publish:
+        pipeline["spec"].pop("publish", None)
     for source in pipeline["spec"]["sources"]:
         if "http" in source:
             source["http"]["url"] = source_url
