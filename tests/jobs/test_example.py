@@ -39,7 +39,12 @@ def test_the_example_is_the_daily_customer_pipeline() -> None:
 
     assert pipeline.metadata.name == "customer-analytics"
     assert spec.schedule == "0 6 * * *"
-    assert spec.stages() == ["ingest", "transform", "check"]
+    assert spec.stages() == ["ingest", "transform", "check", "publish"]
+    targets = {(p.table, "redis" if p.redis else "postgres") for p in spec.publish}
+    assert targets == {
+        ("marts.customer_analytics", "redis"),
+        ("marts.customer_analytics", "postgres"),
+    }
     assert spec.freshness is not None
     assert (spec.freshness.warnAfter, spec.freshness.errorAfter) == ("26h", "48h")
     (source,) = spec.sources
