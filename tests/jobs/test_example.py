@@ -158,7 +158,8 @@ def test_the_example_dbt_project_models_the_demo_source(tmp_path: Path) -> None:
 
 
 def test_make_demo_runs_the_example_end_to_end_and_again_incrementally(tmp_path: Path) -> None:
-    """hack/demo.sh (what `make demo` runs): demo API, ingest, dbt, checks, in local mode."""
+    """hack/demo.sh (what `make demo` runs): demo API, ingest, dbt, checks and publish to
+    local Redis and PostgreSQL, in local mode."""
     warehouse = tmp_path / "customer-analytics.duckdb"
     env = {
         key: value
@@ -177,6 +178,8 @@ def test_make_demo_runs_the_example_end_to_end_and_again_incrementally(tmp_path:
             check=False,
         )
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+        assert "postgres: analytics.customer_analytics -> 600 rows" in done.stdout
+        assert "-> 600 rows, run" in done.stdout  # the Redis meta key of the published mart
 
     with duckdb.connect(str(warehouse), read_only=True) as connection:
         runs = connection.execute(
@@ -190,6 +193,7 @@ def test_make_demo_runs_the_example_end_to_end_and_again_incrementally(tmp_path:
         ("ingest", True),
         ("transform", True),
         ("check", True),
+        ("publish", True),
     ] * 2
     assert len({run_id for run_id, _, _ in runs}) == 2
     assert marts == (600,)
