@@ -1,9 +1,12 @@
 """End-to-end fixtures: a real Kubernetes cluster.
 
 By default the session brings up the local single-node cluster built from upstream sources
-(``hack/cluster/cluster.sh up``, output streamed to the terminal) and, if this session started
-it, stops it again at the end (set ``DUCKHERD_KEEP_CLUSTER=1`` to keep it running; a cluster
-that was already up is left running).
+(``hack/cluster/cluster.sh up``, output streamed to the terminal; idempotent, so a running
+cluster only gets the freshly built project image). A cluster this session started is stopped
+again at the end under CI (``CI=true``) and left running otherwise, for the next run and for
+other sessions sharing the machine (``make cluster-down`` stops it);
+``DUCKHERD_KEEP_CLUSTER=0/1`` overrides either way. A cluster that was already up is never
+stopped.
 
 If ``KUBECONFIG`` is set and points at a reachable cluster, that cluster is used instead and
 nothing is started. Then ``DUCKHERD_TEST_IMAGE`` must name the project image as that cluster can
@@ -221,6 +224,13 @@ def _local_is_up() -> bool:
     return proc.returncode == 0
 
 
+def _keep_cluster() -> bool:
+    keep = os.environ.get("DUCKHERD_KEEP_CLUSTER", "")
+    if keep:
+        return keep not in ("0", "false", "no")
+    return os.environ.get("CI", "").lower() not in ("1", "true", "yes")
+
+
 @pytest.fixture(scope="session")
 def cluster(pytestconfig: pytest.Config) -> Iterator[Cluster]:
     """A reachable Kubernetes cluster; KUBECONFIG and PATH are set in os.environ for kubectl."""
@@ -261,7 +271,7 @@ def cluster(pytestconfig: pytest.Config) -> Iterator[Cluster]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = old
-        if not was_up and os.environ.get("DUCKHERD_KEEP_CLUSTER", "") in ("", "0"):
+        if not was_up and not _keep_cluster():
             _cluster_sh(pytestconfig, "down")
 
 
