@@ -26,7 +26,7 @@ for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
 done
 ldflags+=" -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
-echo "cluster binaries: building Kubernetes $K8S_VERSION, etcd, helm $HELM_VERSION into $bin (cold: 20-30 min on 2 cores)"
+echo "cluster binaries: building Kubernetes $K8S_VERSION, etcd, helm $HELM_VERSION into $bin (cold: about 10 min on 2 idle cores)"
 start=$(date +%s)
 cd "$here"
 "$go" build -trimpath -ldflags "$ldflags" -o "$bin.tmp/" tool ./cmd/...

@@ -167,7 +167,8 @@ install_deps() {
 }
 
 build_binaries() {
-  "$HERE/build.sh" 2>&1 | sed -u 's/^/[build] /' >&2
+  # (The Go tool's "go: downloading <module>" lines, hundreds on a cold build, are left out.)
+  "$HERE/build.sh" 2>&1 | { grep --line-buffered -v '^go: downloading ' || true; } | sed -u 's/^/[build] /' >&2
   [ "${PIPESTATUS[0]}" -eq 0 ] || die "building the cluster binaries failed"
 }
 
