@@ -7,7 +7,6 @@ once at image build time then fits every pipeline's warehouse, and pods never pa
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -360,7 +359,7 @@ def _node_result(item: Any) -> DbtNodeResult:
 def _close_duckdb() -> None:
     """Release the warehouse file now: dbt-duckdb keeps its database open in a class attribute
     until interpreter exit, and the runner opens the file right after the stage."""
-    with contextlib.suppress(ImportError):
+    try:
         from dbt.adapters.duckdb.connections import DuckDBConnectionManager
 
         with DuckDBConnectionManager._LOCK:
@@ -368,3 +367,5 @@ def _close_duckdb() -> None:
             DuckDBConnectionManager._ENV = None
             if environment is not None:
                 environment.close()
+    except (ImportError, AttributeError) as error:  # a dbt-duckdb without these internals
+        log.warning("cannot close dbt-duckdb's database explicitly: %s", error)
