@@ -7,6 +7,7 @@ import logging
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -233,7 +234,12 @@ def write_configmap_mount(mount: Path, data: Mapping[str, str]) -> None:
         (mount / key).symlink_to(Path("..data") / key)
 
 
-def test_a_flat_configmap_project_is_rebuilt_and_runs(tmp_path: Path) -> None:
+def test_a_flat_configmap_project_is_rebuilt_and_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch = tmp_path / "pod-tmp"  # a pod's /tmp: where the tree is rebuilt
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     mount = tmp_path / "mount"
     data = flatten_project(DBT_PROJECT)
     assert "models__staging__stg_salesforce__customers.sql" in data
@@ -247,6 +253,8 @@ def test_a_flat_configmap_project_is_rebuilt_and_runs(tmp_path: Path) -> None:
 
     assert summary.ok, summary.error
     assert summary.tables["marts.customer_analytics"].rows == 3
+    (rebuilt,) = scratch.glob("duckherd-dbt-project-*")
+    assert (rebuilt / "models" / "staging" / "stg_salesforce__customers.sql").is_file()
 
 
 def test_a_configmap_that_is_not_mounted_is_named(tmp_path: Path) -> None:
