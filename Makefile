@@ -39,3 +39,8 @@ cluster-down:
 
 bench: setup
 	$(PY) -m benchmarks
+
+# For people with Docker: a kind cluster with the image loaded (kind cannot run on the CI
+# machine, which has no Docker engine; see hack/kind-up.sh).
+kind-up:
+	hack/kind-up.sh

@@ -280,36 +280,38 @@ def _run_event(body: kopf.Body, old: RunStatus | None, new: RunStatus | None) ->
         kopf.warn(body, reason=f"Run{new.result}", message=f"run {new.id}: {new.result.lower()}")
 
 
+_NOT_A_PROBLEM = ("AwaitingFirstRun", "FirstRunInProgress")
+
+
 def _events(raw_body: dict[str, Any], old: DataPipelineStatus, new: DataPipelineStatus) -> None:
     """Events for transitions users care about (only on change: no spam at steady state)."""
     body = cast(kopf.Body, raw_body)  # kopf's event API reads only metadata keys
-    old_stages = {(s.job, s.result) for s in (old.lastRun.stages if old.lastRun else [])}
-    for stage in new.lastRun.stages if new.lastRun else []:
-        if stage.job is None or (stage.job, stage.result) in old_stages:
+    seen = {
+        (old.lastRun.id, s.stage, s.result) for s in (old.lastRun.stages if old.lastRun else [])
+    }
+    run = new.lastRun
+    for stage in run.stages if run else []:
+        if run is None or (run.id, stage.stage, stage.result) in seen:
             continue
         if stage.result == "Succeeded":
-            kopf.event(
-                body,
-                type="Normal",
-                reason="StageSucceeded",
-                message=f"{stage.stage} ({stage.job}) succeeded",
-            )
+            message = f"{stage.stage} ({stage.job}) succeeded"
+            kopf.event(body, type="Normal", reason="StageSucceeded", message=message)
         elif stage.result == "Failed":
-            kopf.warn(
-                body, reason="StageFailed", message=f"{stage.stage} ({stage.job}): {stage.message}"
-            )
+            message = f"{stage.stage} ({stage.job}): {stage.message}"
+            kopf.warn(body, reason="StageFailed", message=message)
         elif stage.result == "Blocked":
             kopf.warn(body, reason="PublishBlocked", message=stage.message or "checks failed")
     _run_event(body, old.lastRun, new.lastRun)
     before = get_condition(old.conditions, READY)
     after = get_condition(new.conditions, READY)
-    if after is not None and (
-        before is None or (before.status, before.reason) != (after.status, after.reason)
+    if after is None or (
+        before is not None and (before.status, before.reason) == (after.status, after.reason)
     ):
-        if after.status == "True":
-            kopf.event(body, type="Normal", reason=after.reason, message=after.message)
-        else:
-            kopf.warn(body, reason=after.reason, message=after.message)
+        return
+    if after.status == "True" or after.reason in _NOT_A_PROBLEM:
+        kopf.event(body, type="Normal", reason=after.reason, message=after.message)
+    else:
+        kopf.warn(body, reason=after.reason, message=after.message)
 
 
 async def reconcile_body(kube: Kube, body: dict[str, Any]) -> None:
