@@ -286,9 +286,8 @@ _NOT_A_PROBLEM = ("AwaitingFirstRun", "FirstRunInProgress")
 def _events(raw_body: dict[str, Any], old: DataPipelineStatus, new: DataPipelineStatus) -> None:
     """Events for transitions users care about (only on change: no spam at steady state)."""
     body = cast(kopf.Body, raw_body)  # kopf's event API reads only metadata keys
-    seen = {
-        (old.lastRun.id, s.stage, s.result) for s in (old.lastRun.stages if old.lastRun else [])
-    }
+    previous = old.lastRun
+    seen = {(previous.id, s.stage, s.result) for s in previous.stages} if previous else set()
     run = new.lastRun
     for stage in run.stages if run else []:
         if run is None or (run.id, stage.stage, stage.result) in seen:
