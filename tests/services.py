@@ -77,8 +77,16 @@ def postgres_server() -> Iterator[PostgresServer]:
     subprocess.run(
         _as_postgres_user(
             [
-                _pg_bin("initdb"), "-D", str(data), "-U", "duckherd", "--auth=scram-sha-256",
-                f"--pwfile={password_file}", "-E", "UTF8", "--no-sync",
+                _pg_bin("initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "duckherd",
+                "--auth=scram-sha-256",
+                f"--pwfile={password_file}",
+                "-E",
+                "UTF8",
+                "--no-sync",
             ]
         ),
         check=True,
@@ -90,7 +98,14 @@ def postgres_server() -> Iterator[PostgresServer]:
     subprocess.run(
         _as_postgres_user(
             [
-                _pg_bin("pg_ctl"), "-D", str(data), "-l", str(log_file), "-w", "start", "-o",
+                _pg_bin("pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(log_file),
+                "-w",
+                "start",
+                "-o",
                 f"-p {port} -c listen_addresses='*' -c fsync=off -c synchronous_commit=off "
                 f"-c full_page_writes=off -k {base}",
             ]
@@ -129,8 +144,21 @@ def redis_server() -> Iterator[RedisServer]:
     password = "duckherd-test-redis"
     process = subprocess.Popen(
         [
-            binary, "--port", str(port), "--bind", "0.0.0.0", "--protected-mode", "no",
-            "--requirepass", password, "--save", "", "--appendonly", "no", "--dir", str(base),
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "0.0.0.0",
+            "--protected-mode",
+            "no",
+            "--requirepass",
+            password,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(base),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
