@@ -117,8 +117,15 @@ start() {
   # shellcheck disable=SC2016
   setsid sh -c 'echo $$ > "$0/cgroup.procs" 2>/dev/null; exec "$@"' "$(cgroup_dir)" "$@" \
     >>"$STATE/logs/$name.log" 2>&1 </dev/null 9>&- &
-  echo $! >"$(pidfile "$name")"
-  sleep 0.5
+  local pid=$!
+  echo "$pid" >"$(pidfile "$name")"
+  # Until the wrapper shell has exec'd the component (slow on a loaded machine), or it died.
+  for _ in $(seq 1 100); do
+    alive "$name" && break
+    [ -d "/proc/$pid" ] || break
+    sleep 0.1
+  done
+  sleep 0.3
   alive "$name" || { tail_log "$name"; die "$name exited at once (log: $STATE/logs/$name.log)"; }
 }
 
