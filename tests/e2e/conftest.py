@@ -235,7 +235,16 @@ def _keep_cluster() -> bool:
 def cluster(pytestconfig: pytest.Config) -> Iterator[Cluster]:
     """A reachable Kubernetes cluster; KUBECONFIG and PATH are set in os.environ for kubectl."""
     user_kubeconfig = os.environ.get("KUBECONFIG")
-    if user_kubeconfig and _reachable(user_kubeconfig):
+    # After `eval "$(hack/cluster/cluster.sh env)"` KUBECONFIG names the local cluster: still
+    # run `up` then, so the project image is rebuilt from the current code.
+    local_kubeconfig = Path(
+        os.environ.get("DUCKHERD_CLUSTER_STATE", "/var/lib/duckherd-cluster"), "admin.kubeconfig"
+    )
+    if (
+        user_kubeconfig
+        and Path(user_kubeconfig).resolve() != local_kubeconfig.resolve()
+        and _reachable(user_kubeconfig)
+    ):
         yield Cluster(
             kubeconfig=user_kubeconfig,
             local=False,
