@@ -143,14 +143,21 @@ wait_for() {
   done
 }
 
+gone() { [ ! -d "/proc/$1" ] || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
+
 stop() {
   local name=$1 pid
   pid=$(pid_of "$name")
   if alive "$name"; then
     log "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do alive "$name" || break; sleep 0.2; done
-    if alive "$name"; then kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
+    # Until the process is really gone (its ports and files released), not merely exiting.
+    for _ in $(seq 1 100); do gone "$pid" && break; sleep 0.1; done
+    if ! gone "$pid"; then
+      log "$name did not stop in 10 s: SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do gone "$pid" && break; sleep 0.1; done
+    fi
   fi
   rm -f "$(pidfile "$name")" "$STATE/pids/$name.sig"
 }
@@ -855,7 +862,13 @@ lock() {
 }
 
 case ${1:-} in
-  up | down | purge | images | build-images) need_root; lock ;;
+  up | down | purge | images | build-images)
+    need_root
+    lock
+    # Who changed the cluster when: several sessions may share this machine.
+    echo "$(date -u +%FT%TZ) $1 pid=$$ by: $(tr '\0' ' ' </proc/$PPID/cmdline 2>/dev/null | cut -c1-200)" \
+      >>"$CACHE/commands.log"
+    ;;
 esac
 case ${1:-} in
   up) cmd_up ;;
