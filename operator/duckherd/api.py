@@ -13,7 +13,7 @@ import re
 import zoneinfo
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -428,21 +428,6 @@ class Transform(ApiModel):
 
 # --------------------------------------------------------------------------- quality
 
-SUPPORTED_EXPECTATIONS = (
-    "expect_column_values_to_not_be_null",
-    "expect_column_values_to_be_unique",
-    "expect_column_values_to_be_between",
-    "expect_column_values_to_be_in_set",
-    "expect_column_values_to_match_regex",
-    "expect_column_min_to_be_between",
-    "expect_column_max_to_be_between",
-    "expect_column_mean_to_be_between",
-    "expect_column_sum_to_be_between",
-    "expect_table_row_count_to_be_between",
-    "expect_table_row_count_change_to_be_within",
-    "expect_column_max_to_be_recent",
-    "expect_compound_columns_to_be_unique",
-)
 ExpectationName = Literal[
     "expect_column_values_to_not_be_null",
     "expect_column_values_to_be_unique",
@@ -458,6 +443,7 @@ ExpectationName = Literal[
     "expect_column_max_to_be_recent",
     "expect_compound_columns_to_be_unique",
 ]
+SUPPORTED_EXPECTATIONS: tuple[str, ...] = get_args(ExpectationName)
 
 
 class Check(ApiModel):
