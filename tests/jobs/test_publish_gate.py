@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,13 +23,6 @@ from tests.jobs.test_publish_support import (
 from tests.services import RedisServer
 
 pytestmark = pytest.mark.services
-
-
-@pytest.fixture
-def client(redis: RedisServer) -> Iterator[redis_client.Redis[str]]:
-    connection = redis_client.Redis.from_url(redis.url(), decode_responses=True)
-    yield connection
-    connection.close()
 
 
 @pytest.fixture

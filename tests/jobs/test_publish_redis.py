@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +26,6 @@ from tests.jobs.test_publish_support import (
 from tests.services import RedisServer, free_port, redis_server
 
 pytestmark = pytest.mark.services
-
-
-@pytest.fixture
-def client(redis: RedisServer) -> Iterator[redis_client.Redis[str]]:
-    connection = redis_client.Redis.from_url(redis.url(), decode_responses=True)
-    yield connection
-    connection.close()
 
 
 @pytest.fixture
