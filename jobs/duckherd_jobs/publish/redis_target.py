@@ -250,7 +250,7 @@ class RedisPublication:
         except ValueError:
             return "an unparsable address"
 
-    def _publish(self, client: redis.Redis[bytes]) -> int:
+    def _publish(self, client: redis.Redis) -> int:
         version = f"{self.run_id}.{uuid.uuid4().hex[:8]}"
         staging = f"{self.prefix}:staging:{version}"
         try:
@@ -273,7 +273,7 @@ class RedisPublication:
         )
         return int(loaded)
 
-    def _load(self, client: redis.Redis[bytes], staging: str) -> None:
+    def _load(self, client: redis.Redis, staging: str) -> None:
         key = staging.encode()
         connection = client.connection_pool.get_connection()
         try:
@@ -289,7 +289,9 @@ class RedisPublication:
                 pending.append(data)
                 replies += 1
                 if not expiry_sent:  # EXPIRE needs the key to exist: right after the first HSET
-                    pending += connection.pack_command("EXPIRE", key, STAGING_TTL_SECONDS)
+                    pending += connection.pack_command(  # type: ignore[no-untyped-call]  # redis-py 8: unannotated
+                        "EXPIRE", key, STAGING_TTL_SECONDS
+                    )
                     replies += 1
                     expiry_sent = True
                 if replies >= COMMANDS_PER_ROUND_TRIP:
@@ -298,7 +300,7 @@ class RedisPublication:
             if replies:
                 self._round_trip(connection, pending, replies)
         except BaseException:
-            connection.disconnect()  # replies may still be in flight: never reuse it
+            connection.disconnect()  # type: ignore[no-untyped-call]  # in flight: never reuse it
             raise
         finally:
             client.connection_pool.release(connection)
@@ -308,7 +310,7 @@ class RedisPublication:
         connection: redis.Connection, pending: list[bytes | memoryview], replies: int
     ) -> None:
         # The stub says str; the implementation sends any bytes-like object as it is.
-        connection.send_packed_command(cast("list[str]", pending))
+        connection.send_packed_command(cast("list[str]", pending))  # type: ignore[no-untyped-call]
         # Read every reply even after an error reply: once they are all in, the server has
         # finished with the batch, so the cleanup cannot race HSETs still in its buffer.
         first_error: redis.ResponseError | None = None
@@ -320,7 +322,7 @@ class RedisPublication:
         if first_error is not None:
             raise first_error
 
-    def _discard(self, client: redis.Redis[bytes], staging: str) -> None:
+    def _discard(self, client: redis.Redis, staging: str) -> None:
         try:
             client.unlink(staging)
         except redis.RedisError as error:  # the target is down: the staging TTL cleans up
