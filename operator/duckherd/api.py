@@ -574,7 +574,7 @@ class Freshness(ApiModel):
         default=None,
         pattern=DURATION_PATTERN,
         max_length=32,
-        description="Freshness turns Stale (Ready=False) after this duration.",
+        description="Freshness turns Stale (DataReady=False) after this duration.",
     )
 
     @model_validator(mode="after")
@@ -840,17 +840,41 @@ class PublishedStatus(ApiModel):
 
 
 class DataPipelineStatus(ApiModel):
-    """What the operator observed."""
+    """What the operator observed. The contract is docs/status.md: `Ready`, `Stalled` and
+    `Reconciling` tell deployment health (what kstatus, Flux and Argo CD read); `DataReady`,
+    `Fresh`, `ChecksPassed` and `Published` tell data health."""
 
     observedGeneration: int | None = Field(
-        default=None, description="The .metadata.generation the children reflect."
+        default=None,
+        description=(
+            "The .metadata.generation the operator has acted on (children applied, or the "
+            "problem that stops it found). Differs from .metadata.generation while a spec "
+            "change is not yet acted on."
+        ),
     )
     conditions: list[Condition] = Field(
-        default_factory=list, description="Ready, Fresh, ChecksPassed, Suspended, ..."
+        default_factory=list,
+        description=(
+            "Deployment health: Ready (True once the children of observedGeneration are "
+            "applied and its pods can start; False with the cause otherwise), Stalled (present "
+            "only while True: the operator cannot go on without a change, e.g. an invalid "
+            "spec, a missing Secret, an image that cannot be pulled, a child the API server "
+            "refuses), Reconciling (present only while True: a transient error is being "
+            "retried). Data health: DataReady (True when the last finished run succeeded and "
+            "the data is not stale; `kubectl wait --for=condition=DataReady` waits for good "
+            "data), Fresh, ChecksPassed, Published (with publish targets), Suspended."
+        ),
     )
     lastRun: RunStatus | None = Field(default=None, description="The latest run.")
     lastSuccessfulRun: RunStatus | None = Field(
         default=None, description="The latest run that succeeded."
+    )
+    lastSuccessfulTime: str | None = Field(
+        default=None, description="When the latest successful run ended (RFC 3339)."
+    )
+    lastFailureTime: str | None = Field(
+        default=None,
+        description="When the latest failed or publish-blocked run ended (RFC 3339).",
     )
     nextScheduleTime: str | None = Field(default=None, description="Next scheduled ingest.")
     tables: list[TableStatus] = Field(default_factory=list, description="Rows per table.")

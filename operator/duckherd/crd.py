@@ -128,16 +128,16 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "type": "string",
         "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
     },
+    {
+        "name": "Data",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="DataReady")].status',
+    },
     {"name": "Last Run", "type": "string", "jsonPath": ".status.lastRun.result"},
     {"name": "Rows", "type": "integer", "jsonPath": ".status.totalRows"},
     {"name": "Freshness", "type": "string", "jsonPath": ".status.freshness.state"},
+    {"name": "Last Success", "type": "date", "jsonPath": ".status.lastSuccessfulTime"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    {
-        "name": "Last Success",
-        "type": "date",
-        "jsonPath": ".status.lastSuccessfulRun.completionTime",
-        "priority": 1,
-    },
     {
         "name": "Next Run",
         "type": "string",
@@ -154,6 +154,12 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "name": "Message",
         "type": "string",
         "jsonPath": '.status.conditions[?(@.type=="Ready")].message',
+        "priority": 1,
+    },
+    {
+        "name": "Data Message",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="DataReady")].message',
         "priority": 1,
     },
 ]

@@ -7,7 +7,7 @@ process): both describe a run as a list of `StageObservation`s and get the same 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -27,11 +27,25 @@ from duckherd.api import (
 )
 from duckherd.summary import StageSummary
 
+# Deployment health (docs/status.md): did the operator accept and act on this generation?
+# Read by kstatus (Flux, `kubectl wait`, cli-utils) and Argo CD.
 READY = "Ready"
+STALLED = "Stalled"  # present only while True (Flux's abnormal-true convention)
+RECONCILING = "Reconciling"  # present only while True
+# Data health: did the last run succeed, is the data fresh, did the checks pass, was it published?
+DATA_READY = "DataReady"
 FRESH = "Fresh"
 CHECKS_PASSED = "ChecksPassed"
 SUSPENDED = "Suspended"
 PUBLISHED = "Published"
+
+# DataReady=False reasons that mean "the last finished run went wrong" (they hold while a
+# new run is in progress, until a run succeeds).
+RUN_FAILURE_REASONS = ("RunFailed", "ChecksFailed", "PublishBlocked", "PublishFailed")
+# DataReady=False reasons that are no fault: nothing has run yet.
+NOT_YET_REASONS = ("AwaitingFirstRun", "FirstRunInProgress")
+# A Problem the operator finds only while applying children; other syncs carry it forward.
+CHILD_REJECTED = "ChildRejected"
 
 
 def rfc3339(moment: datetime) -> str:
@@ -288,10 +302,22 @@ def _published(run: RunObservation, previous: Sequence[PublishedStatus]) -> list
 
 @dataclass(frozen=True)
 class Problem:
-    """Something that makes the pipeline not Ready before any run is looked at."""
+    """Why the operator cannot act on the current generation (deployment health).
+
+    Permanent problems need a change by someone (a spec edit, a Secret, an image): Stalled.
+    Transient ones (the API server away for a moment) are retried: Reconciling."""
 
     reason: str
     message: str
+    transient: bool = False
+
+
+def carried_problem(previous: DataPipelineStatus) -> Problem | None:
+    """A refused child is only seen while applying; syncs in between keep reporting it."""
+    stalled = get_condition(previous.conditions, STALLED)
+    if stalled is not None and stalled.status == "True" and stalled.reason == CHILD_REJECTED:
+        return Problem(stalled.reason, stalled.message)
+    return None
 
 
 def compute_status(
@@ -304,7 +330,10 @@ def compute_status(
     next_schedule_time: str | None = None,
     problem: Problem | None = None,
 ) -> DataPipelineStatus:
-    """The new status. Pure: the same inputs give the same status (no churn)."""
+    """The new status. Pure: the same inputs give the same status (no churn).
+
+    `generation` is the generation the operator has acted on: applied its children, or found
+    the Problem that stops it. It becomes `observedGeneration`."""
     status = previous.model_copy(deep=True)
     conditions = list(status.conditions)
 
@@ -320,20 +349,66 @@ def compute_status(
             now=now,
         )
 
-    if spec is None:
-        message = problem.message if problem else "the spec is invalid"
-        condition(READY, "False", problem.reason if problem else "InvalidSpec", message)
-        status.conditions = conditions
-        return status
-
     status.observedGeneration = generation
+    if spec is None:
+        problem = problem or Problem("InvalidSpec", "the spec is invalid")
+    else:
+        _data_health(status, spec, run, now, next_schedule_time, condition)
+        conditions = _without(conditions, PUBLISHED) if not spec.publish else conditions
+        data_ready, data_reason, data_message = _data_readiness(status, previous)
+        condition(DATA_READY, data_ready, data_reason, data_message)
+    ready, reason, message = _deployment_readiness(problem, generation)
+    condition(READY, ready, reason, message)
+    conditions = _without(conditions, STALLED, RECONCILING)
+    if problem is not None:
+        condition(RECONCILING if problem.transient else STALLED, "True", reason, message)
+    status.conditions = conditions
+    return status
+
+
+def _without(conditions: list[Condition], *types: str) -> list[Condition]:
+    return [c for c in conditions if c.type not in types]
+
+
+def _deployment_readiness(problem: Problem | None, generation: int | None) -> tuple[str, str, str]:
+    if problem is None:
+        return "True", "Reconciled", f"generation {generation} applied"
+    if problem.transient:
+        return "Unknown", problem.reason, problem.message
+    return "False", problem.reason, problem.message
+
+
+def _record_run(status: DataPipelineStatus, current: RunStatus, now: datetime) -> None:
+    """lastRun, lastSuccessfulRun and the RFC 3339 times of the last success and failure."""
+    earlier = status.lastRun
+    status.lastRun = current
+    if current.result == "Running":
+        return
+    if earlier is not None and (earlier.id, earlier.result) == (current.id, current.result):
+        return  # already recorded: the times stay put (no churn)
+    when = current.completionTime or rfc3339(now)
+    if current.result == "Succeeded":
+        status.lastSuccessfulRun = current
+        status.lastSuccessfulTime = when
+    else:
+        status.lastFailureTime = when
+
+
+def _data_health(
+    status: DataPipelineStatus,
+    spec: DataPipelineSpec,
+    run: RunObservation | None,
+    now: datetime,
+    next_schedule_time: str | None,
+    condition: Callable[[str, str, str, str], None],
+) -> None:
+    """Runs, tables, freshness, quality and publishing: the Fresh, ChecksPassed, Suspended
+    and Published conditions."""
     status.nextScheduleTime = None if spec.suspend else next_schedule_time
+    if status.lastSuccessfulTime is None and status.lastSuccessfulRun is not None:
+        status.lastSuccessfulTime = status.lastSuccessfulRun.completionTime  # older statuses
     if run is not None:
-        planned = spec.stages()
-        current = run_status(run, planned)
-        status.lastRun = current
-        if current.result == "Succeeded":
-            status.lastSuccessfulRun = current
+        _record_run(status, run_status(run, spec.stages()), now)
         status.tables = _merge_tables(status.tables, run)
         status.totalRows = sum(t.rows for t in status.tables) if status.tables else None
         status.quality = _quality(run, status.quality)
@@ -346,55 +421,54 @@ def compute_status(
 
     state = freshness_state(spec, last_loaded, now)
     status.freshness = FreshnessStatus(state=state, lastLoadedAt=last_loaded)
-    fresh_reasons = {
-        "Fresh": ("True", "Fresh", f"last load at {last_loaded}"),
-        "Warn": (
-            "False",
-            "FreshnessWarning",
-            f"last load at {last_loaded} is older than "
-            f"warnAfter {spec.freshness.warnAfter if spec.freshness else ''}",
-        ),
-        "Stale": (
-            "False",
-            "Stale",
-            f"last load at {last_loaded} is older than errorAfter "
-            f"{spec.freshness.errorAfter if spec.freshness else ''}",
-        ),
-        "Unknown": ("Unknown", "NeverLoaded", "no successful ingest yet"),
-    }
-    condition(FRESH, *fresh_reasons[state])
-
-    quality = status.quality
-    if not (spec.quality and spec.quality.checks):
-        condition(CHECKS_PASSED, "True", "NoChecks", "no checks are defined")
-    elif quality is None:
-        condition(CHECKS_PASSED, "Unknown", "NotChecked", "checks have not run yet")
-    elif quality.failed:
-        names = ", ".join(f.name for f in quality.failures if f.severity == "error")
-        condition(CHECKS_PASSED, "False", "ChecksFailed", f"{quality.failed} failed: {names}")
-    elif quality.warned:
-        condition(CHECKS_PASSED, "True", "ChecksWarned", f"{quality.warned} warning(s)")
-    else:
-        condition(CHECKS_PASSED, "True", "AllChecksPassed", f"{quality.passed} passed")
-
+    condition(FRESH, *_fresh_condition(spec, state, last_loaded))
+    condition(CHECKS_PASSED, *_checks_condition(spec, status.quality))
     if spec.suspend:
         condition(SUSPENDED, "True", "SuspendedBySpec", "spec.suspend is true: no new runs")
     else:
         condition(SUSPENDED, "False", "Active", "runs on schedule")
-
     if spec.publish:
         _publish_condition(status.lastRun, condition)
-    else:
-        conditions = [c for c in conditions if c.type != PUBLISHED]
-
-    ready, reason, message = _readiness(status, problem)
-    condition(READY, ready, reason, message)
-    status.conditions = conditions
-    return status
 
 
-def _publish_condition(last_run: RunStatus | None, condition: object) -> None:
-    assert callable(condition)
+def _fresh_condition(
+    spec: DataPipelineSpec, state: str, last_loaded: str | None
+) -> tuple[str, str, str]:
+    freshness = spec.freshness
+    if state == "Fresh":
+        return "True", "Fresh", f"last load at {last_loaded}"
+    if state == "Warn":
+        warn_after = freshness.warnAfter if freshness else ""
+        return (
+            "False",
+            "FreshnessWarning",
+            f"last load at {last_loaded} is older than warnAfter {warn_after}",
+        )
+    if state == "Stale":
+        error_after = freshness.errorAfter if freshness else ""
+        message = f"last load at {last_loaded} is older than errorAfter {error_after}"
+        return "False", "Stale", message
+    return "Unknown", "NeverLoaded", "no successful ingest yet"
+
+
+def _checks_condition(
+    spec: DataPipelineSpec, quality: QualityStatus | None
+) -> tuple[str, str, str]:
+    if not (spec.quality and spec.quality.checks):
+        return "True", "NoChecks", "no checks are defined"
+    if quality is None:
+        return "Unknown", "NotChecked", "checks have not run yet"
+    if quality.failed:
+        names = ", ".join(f.name for f in quality.failures if f.severity == "error")
+        return "False", "ChecksFailed", f"{quality.failed} failed: {names}"
+    if quality.warned:
+        return "True", "ChecksWarned", f"{quality.warned} warning(s)"
+    return "True", "AllChecksPassed", f"{quality.passed} passed"
+
+
+def _publish_condition(
+    last_run: RunStatus | None, condition: Callable[[str, str, str, str], None]
+) -> None:
     stage = next((s for s in last_run.stages if s.stage == "publish"), None) if last_run else None
     if stage is None or stage.result in ("Pending", "Running"):
         if last_run is None:
@@ -408,16 +482,36 @@ def _publish_condition(last_run: RunStatus | None, condition: object) -> None:
         condition(PUBLISHED, "False", "PublishFailed", stage.message or "publish failed")
 
 
-def _readiness(status: DataPipelineStatus, problem: Problem | None) -> tuple[str, str, str]:
-    if problem is not None:
-        return "False", problem.reason, problem.message
+def _failure_reason(run: RunStatus, stage: StageResult | None) -> str:
+    if run.result == "Blocked":
+        return "PublishBlocked"
+    if stage is not None and stage.stage == "check":
+        return "ChecksFailed"
+    if stage is not None and stage.stage == "publish":
+        return "PublishFailed"
+    return "RunFailed"
+
+
+def _data_readiness(
+    status: DataPipelineStatus, previous: DataPipelineStatus
+) -> tuple[str, str, str]:
+    """DataReady: the last finished run succeeded and the data is not stale."""
     last = status.lastRun
     if last is not None and last.result in ("Failed", "Blocked"):
         failed = next((s for s in last.stages if s.result in ("Failed", "Blocked")), None)
         stage = failed.stage if failed else "?"
         detail = failed.message if failed and failed.message else last.result.lower()
-        reason = "PublishBlocked" if last.result == "Blocked" else "RunFailed"
-        return "False", reason, f"run {last.id}: {stage}: {detail}"
+        return "False", _failure_reason(last, failed), f"run {last.id}: {stage}: {detail}"
+    before = get_condition(previous.conditions, DATA_READY)
+    if (
+        last is not None
+        and last.result == "Running"
+        and before is not None
+        and before.status == "False"
+        and before.reason in RUN_FAILURE_REASONS
+    ):
+        # A degraded pipeline stays degraded while a new run is in progress.
+        return "False", before.reason, before.message
     if status.freshness is not None and status.freshness.state == "Stale":
         return "False", "Stale", f"data is stale (last load {status.freshness.lastLoadedAt})"
     if status.lastSuccessfulRun is None:

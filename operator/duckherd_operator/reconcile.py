@@ -22,16 +22,20 @@ from pydantic import ValidationError
 from duckherd import __version__
 from duckherd.api import API_VERSION, KIND, DataPipelineSpec, DataPipelineStatus, RunStatus
 from duckherd.status import (
+    DATA_READY,
+    NOT_YET_REASONS,
     READY,
     Problem,
     RunObservation,
     StageObservation,
+    carried_problem,
     compute_status,
     get_condition,
     rfc3339,
 )
 from duckherd.summary import StageSummary, SummaryError, decode
 from duckherd_operator import metrics
+from duckherd_operator.acceptance import Acted, apply_generation
 from duckherd_operator.builders import (
     LABEL_PIPELINE,
     LABEL_RUN_ID,
@@ -280,9 +284,6 @@ def _run_event(body: kopf.Body, old: RunStatus | None, new: RunStatus | None) ->
         kopf.warn(body, reason=f"Run{new.result}", message=f"run {new.id}: {new.result.lower()}")
 
 
-_NOT_A_PROBLEM = ("AwaitingFirstRun", "FirstRunInProgress")
-
-
 def _events(raw_body: dict[str, Any], old: DataPipelineStatus, new: DataPipelineStatus) -> None:
     """Events for transitions users care about (only on change: no spam at steady state)."""
     body = cast(kopf.Body, raw_body)  # kopf's event API reads only metadata keys
@@ -301,13 +302,21 @@ def _events(raw_body: dict[str, Any], old: DataPipelineStatus, new: DataPipeline
         elif stage.result == "Blocked":
             kopf.warn(body, reason="PublishBlocked", message=stage.message or "checks failed")
     _run_event(body, old.lastRun, new.lastRun)
-    before = get_condition(old.conditions, READY)
-    after = get_condition(new.conditions, READY)
+    for type in (READY, DATA_READY):
+        _condition_event(body, type, old, new)
+
+
+def _condition_event(
+    body: kopf.Body, type: str, old: DataPipelineStatus, new: DataPipelineStatus
+) -> None:
+    """Ready (deployment) and DataReady (data): Warning when one turns bad, with the cause."""
+    before = get_condition(old.conditions, type)
+    after = get_condition(new.conditions, type)
     if after is None or (
         before is not None and (before.status, before.reason) == (after.status, after.reason)
     ):
         return
-    if after.status == "True" or after.reason in _NOT_A_PROBLEM:
+    if after.status == "True" or after.reason in NOT_YET_REASONS:
         kopf.event(body, type="Normal", reason=after.reason, message=after.message)
     else:
         kopf.warn(body, reason=after.reason, message=after.message)
@@ -316,21 +325,36 @@ def _events(raw_body: dict[str, Any], old: DataPipelineStatus, new: DataPipeline
 async def reconcile_body(kube: Kube, body: dict[str, Any]) -> None:
     """Children follow the spec, then chain and status follow the children."""
     parsed = parse_pipeline(body)
+    acted = None
     if parsed.pipeline is not None:
-        await apply_children(kube, parsed.pipeline)
-    await sync(kube, body["metadata"]["namespace"], body["metadata"]["name"])
+        acted = await apply_generation(kube, parsed.pipeline)
+    await sync(kube, body["metadata"]["namespace"], body["metadata"]["name"], acted)
+    if acted is not None and acted.error is not None:
+        raise acted.error  # transient: status says Reconciling, the caller retries
 
 
-async def sync(kube: Kube, namespace: str, name: str) -> None:
+async def sync(kube: Kube, namespace: str, name: str, acted: Acted | None = None) -> None:
     """Chain the newest run and bring status up to date. Safe to call at any time."""
     async with pipeline_lock(namespace, name):
         body = await kube.get(object_path(API_VERSION, KIND, namespace, name))
         if body is None:
             return
-        await _sync_locked(kube, body)
+        await _sync_locked(kube, body, acted)
 
 
-async def _sync_locked(kube: Kube, body: dict[str, Any]) -> None:
+def _observed(
+    body: dict[str, Any], parsed: Parsed, previous: DataPipelineStatus, acted: Acted | None
+) -> tuple[int | None, Problem | None]:
+    """The generation status may call observed, and the Problem met acting on it."""
+    generation = int(body["metadata"].get("generation") or 0)
+    if parsed.pipeline is None:
+        return generation, parsed.problem  # nothing to apply: the verdict is the spec's
+    if acted is not None and acted.generation == generation:
+        return generation, acted.problem
+    return previous.observedGeneration, carried_problem(previous)
+
+
+async def _sync_locked(kube: Kube, body: dict[str, Any], acted: Acted | None = None) -> None:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     parsed = parse_pipeline(body)
     raw_status = body.get("status") or {}
@@ -340,7 +364,7 @@ async def _sync_locked(kube: Kube, body: dict[str, Any]) -> None:
         previous = DataPipelineStatus()
     now = datetime.now(UTC)
     selector = f"{LABEL_PIPELINE}={name}"
-    problem = parsed.problem
+    observed_generation, problem = _observed(body, parsed, previous, acted)
     run_observation = None
     next_time = None
     if parsed.pipeline is not None:
@@ -362,11 +386,12 @@ async def _sync_locked(kube: Kube, body: dict[str, Any]) -> None:
         if latest is not None:
             run_observation = observe_run(latest, pods_by_job, previous)
             active_pods = [p for j in latest.jobs if j.active for p in pods_by_job.get(j.name, [])]
-            problem = next((pr for p in active_pods if (pr := _waiting_problem(p))), None)
+            waiting = next((pr for p in active_pods if (pr := _waiting_problem(p))), None)
+            problem = problem or waiting
         next_time = next_schedule_time(pipeline.spec, now)
     new = compute_status(
         spec=parsed.pipeline.spec if parsed.pipeline else None,
-        generation=int(body["metadata"].get("generation") or 0),
+        generation=observed_generation,
         previous=previous,
         run=run_observation,
         now=now,

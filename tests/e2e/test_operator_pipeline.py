@@ -198,9 +198,9 @@ def test_run_by_annotation_chains_stages_and_reports_status(
     run_id = annotate_run_now(ns)
     pipeline = follow_run(ns, run_id, stopwatch)
     ready = kubectl(
-        "wait", "--for=condition=Ready", f"datapipeline/{NAME}", "-n", ns, "--timeout=120s"
+        "wait", "--for=condition=DataReady", f"datapipeline/{NAME}", "-n", ns, "--timeout=120s"
     )
-    stopwatch.record("example run end to end: annotate -> Ready (s)", stopwatch.now() - start)
+    stopwatch.record("example run end to end: annotate -> DataReady (s)", stopwatch.now() - start)
     assert "condition met" in ready
 
     last = pipeline["status"]["lastRun"]
@@ -227,10 +227,11 @@ def test_run_by_annotation_chains_stages_and_reports_status(
     assert pipeline["status"]["quality"]["failed"] == 0
     assert pipeline["status"]["observedGeneration"] == pipeline["metadata"]["generation"]
     assert condition(pipeline, "Ready")["status"] == "True"  # type: ignore[index]
+    assert condition(pipeline, "DataReady")["status"] == "True"  # type: ignore[index]
 
     table = kubectl("get", "datapipelines", "-n", ns)
     header, row = table.strip().splitlines()
-    assert header.split()[:5] == ["NAME", "SCHEDULE", "READY", "LAST", "RUN"]
+    assert header.split()[:6] == ["NAME", "SCHEDULE", "READY", "DATA", "LAST", "RUN"]
     assert row.startswith(NAME)
     for shown in ("True", "Succeeded", str(pipeline["status"]["totalRows"]), "Fresh"):
         assert shown in row.split(), (shown, row)
@@ -397,10 +398,11 @@ def test_failing_source_reports_and_leaves_the_warehouse_unchanged(
         ("check", "Pending"),
     ]
     assert list(jobs_of_run(ns, NAME, run_id)) == ["ingest"], "nothing chained after a failure"
-    ready = condition(pipeline, "Ready")
-    assert ready is not None
-    assert (ready["status"], ready["reason"]) == ("False", "RunFailed")
-    assert "ingest" in ready["message"]
+    data = condition(pipeline, "DataReady")
+    assert data is not None
+    assert (data["status"], data["reason"]) == ("False", "RunFailed")
+    assert "ingest" in data["message"]
+    assert condition(pipeline, "Ready")["status"] == "True", "a failed run is no failed deploy"  # type: ignore[index]
     warnings = [
         e for e in events_for(ns, NAME) if e["type"] == "Warning" and e["reason"] == "StageFailed"
     ]
@@ -482,7 +484,7 @@ def test_postgres_source_reads_a_real_postgresql_through_a_secret(
     result = wait_run_finished(ns, "orders", "orders-first")
     assert result["status"]["lastRun"]["result"] == "Succeeded", result["status"]["lastRun"]
     assert _table_rows(result)["raw.orders"] == 2500
-    assert condition(result, "Ready")["status"] == "True"  # type: ignore[index]
+    assert condition(result, "DataReady")["status"] == "True"  # type: ignore[index]
     kubectl("delete", "datapipeline", "orders", "-n", ns, "--timeout=120s")
 
 

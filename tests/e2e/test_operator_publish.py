@@ -121,7 +121,7 @@ def test_a_run_publishes_the_mart_to_both_targets(
     published = {(p["target"].split(":")[0], p["rows"]) for p in status["published"]}
     assert published == {("redis", CUSTOMERS), ("postgres", CUSTOMERS)}
     assert (condition(pipeline, "Published") or {}).get("status") == "True"
-    assert (condition(pipeline, "Ready") or {}).get("status") == "True"
+    assert (condition(pipeline, "DataReady") or {}).get("status") == "True"
     meta = _redis_meta(redis)
     assert (meta["rows"], meta["runId"]) == (CUSTOMERS, run_id)
     assert _postgres_rows(postgres) == CUSTOMERS

@@ -70,7 +70,16 @@ def test_printer_columns_and_names() -> None:
     crd = build_crd()
     version = crd["spec"]["versions"][0]
     names = [c["name"] for c in version["additionalPrinterColumns"] if "priority" not in c]
-    assert names == ["Schedule", "Ready", "Last Run", "Rows", "Freshness", "Age"]
+    assert names == [
+        "Schedule",
+        "Ready",
+        "Data",
+        "Last Run",
+        "Rows",
+        "Freshness",
+        "Last Success",
+        "Age",
+    ]
     assert version["subresources"] == {"status": {}}
     assert crd["spec"]["names"]["shortNames"] == ["dp"]
     assert crd["spec"]["names"]["categories"] == ["duckherd"]

@@ -9,6 +9,7 @@ from duckherd.status import (
     Problem,
     RunObservation,
     StageObservation,
+    carried_problem,
     compute_status,
     get_condition,
     set_condition,
@@ -18,6 +19,9 @@ from tests.unit.manifests import spec
 
 NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 SPEC = DataPipelineSpec.model_validate(spec())
+INGEST_ONLY = DataPipelineSpec.model_validate(
+    {**spec(), "transform": None, "quality": None, "publish": []}
+)
 
 
 def test_last_transition_time_moves_only_on_a_flip() -> None:
@@ -75,7 +79,7 @@ def status_of(*stages: StageObservation, now: datetime = NOW) -> DataPipelineSta
     )
 
 
-def test_a_running_first_run_is_not_ready() -> None:
+def test_a_running_first_run_is_deployed_but_has_no_data_yet() -> None:
     status = status_of(ingest())
     assert status.lastRun is not None and status.lastRun.result == "Running"
     assert [s.result for s in status.lastRun.stages] == [
@@ -85,18 +89,23 @@ def test_a_running_first_run_is_not_ready() -> None:
         "Pending",
     ]
     ready = get_condition(status.conditions, "Ready")
-    assert ready is not None and (ready.status, ready.reason) == ("False", "FirstRunInProgress")
+    assert ready is not None and (ready.status, ready.reason) == ("True", "Reconciled")
+    data = get_condition(status.conditions, "DataReady")
+    assert data is not None and (data.status, data.reason) == ("False", "FirstRunInProgress")
     assert status.tables[0].rows == 100 and status.totalRows == 100
     assert status.freshness is not None and status.freshness.state == "Fresh"
     assert status.observedGeneration == 3
 
 
-def test_a_failed_source_gives_ready_false_with_the_cause() -> None:
+def test_a_failed_source_gives_data_ready_false_with_the_cause() -> None:
     status = status_of(ingest(ok=False))
-    ready = get_condition(status.conditions, "Ready")
-    assert ready is not None and ready.status == "False" and ready.reason == "RunFailed"
-    assert "HTTPStatusError: 500" in ready.message
+    data = get_condition(status.conditions, "DataReady")
+    assert data is not None and data.status == "False" and data.reason == "RunFailed"
+    assert "HTTPStatusError: 500" in data.message
     assert status.tables == []
+    ready = get_condition(status.conditions, "Ready")
+    assert ready is not None and ready.status == "True", "a failed run is not a failed deploy"
+    assert status.lastFailureTime == "2026-11-26T07:00:00Z" and status.lastSuccessfulTime is None
 
 
 def test_failed_checks_block_publish() -> None:
@@ -118,6 +127,8 @@ def test_failed_checks_block_publish() -> None:
     assert checks is not None and checks.reason == "ChecksFailed"
     published = get_condition(status.conditions, "Published")
     assert published is not None and published.reason == "PublishBlocked"
+    data = get_condition(status.conditions, "DataReady")
+    assert data is not None and (data.status, data.reason) == ("False", "ChecksFailed")
 
 
 def test_freshness_goes_warn_then_stale() -> None:
@@ -126,6 +137,8 @@ def test_freshness_goes_warn_then_stale() -> None:
     assert stale.freshness is not None and stale.freshness.state == "Stale"
     fresh = get_condition(stale.conditions, "Fresh")
     assert fresh is not None and fresh.reason == "Stale"
+    data = get_condition(stale.conditions, "DataReady")
+    assert data is not None and (data.status, data.reason) == ("False", "Stale")
 
 
 def test_the_same_inputs_give_the_same_status() -> None:
@@ -140,7 +153,7 @@ def test_the_same_inputs_give_the_same_status() -> None:
     assert again == first
 
 
-def test_an_invalid_spec_keeps_the_rest_of_status() -> None:
+def test_an_invalid_spec_is_stalled_and_keeps_the_rest_of_status() -> None:
     before = status_of(ingest())
     after = compute_status(
         spec=None,
@@ -151,9 +164,89 @@ def test_an_invalid_spec_keeps_the_rest_of_status() -> None:
         problem=Problem("InvalidSpec", "spec.schedule: invalid cron expression 'x'"),
     )
     ready = get_condition(after.conditions, "Ready")
-    assert ready is not None and ready.reason == "InvalidSpec"
+    assert ready is not None and (ready.status, ready.reason) == ("False", "InvalidSpec")
     assert "spec.schedule" in ready.message
+    stalled = get_condition(after.conditions, "Stalled")
+    assert stalled is not None and (stalled.status, stalled.reason) == ("True", "InvalidSpec")
+    assert after.observedGeneration == 4, "kstatus reads Stalled only for the observed generation"
     assert after.tables == before.tables
+
+
+def with_problem(problem: Problem, generation: int = 2) -> DataPipelineStatus:
+    """A new pipeline's status when the operator meets `problem` acting on it."""
+    return compute_status(
+        spec=SPEC,
+        generation=generation,
+        previous=DataPipelineStatus(),
+        run=None,
+        now=NOW,
+        problem=problem,
+    )
+
+
+def test_fixing_the_cause_clears_stalled_without_a_run() -> None:
+    stalled = with_problem(Problem("ChildRejected", "the API server refused CronJob x: ..."))
+    assert carried_problem(stalled) == Problem("ChildRejected", stalled.conditions[-1].message)
+    fixed = compute_status(
+        spec=SPEC, generation=3, previous=stalled, run=None, now=NOW + timedelta(minutes=1)
+    )
+    types = {c.type: (c.status, c.reason) for c in fixed.conditions}
+    assert "Stalled" not in types and "Reconciling" not in types
+    assert types["Ready"] == ("True", "Reconciled")
+    assert types["DataReady"] == ("False", "AwaitingFirstRun")
+    assert carried_problem(fixed) is None
+
+
+def test_a_transient_problem_is_reconciling_not_stalled() -> None:
+    status = with_problem(Problem("ApplyRetrying", "applying ConfigMap x failed", transient=True))
+    types = {c.type: (c.status, c.reason) for c in status.conditions}
+    assert types["Reconciling"] == ("True", "ApplyRetrying")
+    assert types["Ready"] == ("Unknown", "ApplyRetrying")
+    assert "Stalled" not in types
+
+
+def next_status(
+    previous: DataPipelineStatus, run: str, *stages: StageObservation, now: datetime = NOW
+) -> DataPipelineStatus:
+    """The status after observing a run of the ingest-only pipeline."""
+    observation = RunObservation(run_id=run, trigger="Manual", stages=stages)
+    return compute_status(
+        spec=INGEST_ONLY, generation=3, previous=previous, run=observation, now=now
+    )
+
+
+def test_a_degraded_pipeline_stays_degraded_while_a_new_run_runs() -> None:
+    succeeded = next_status(DataPipelineStatus(), "r1", ingest())
+    failed = next_status(succeeded, "r2", failed_ingest())
+    running = next_status(failed, "r3", running_ingest())
+    data = get_condition(running.conditions, "DataReady")
+    assert data is not None and (data.status, data.reason) == ("False", "RunFailed")
+    assert "run r2" in data.message
+    recovered = next_status(running, "r3", ingest(loaded_at="2026-11-26T07:30:00Z"))
+    data = get_condition(recovered.conditions, "DataReady")
+    assert data is not None and (data.status, data.reason) == ("True", "RunSucceeded")
+    assert recovered.lastSuccessfulTime == "2026-11-26T07:30:00Z"
+
+
+def test_success_and_failure_times_are_recorded_once() -> None:
+    first = next_status(DataPipelineStatus(), "r1", ingest())
+    assert first.lastSuccessfulTime == "2026-11-26T07:00:00Z" and first.lastFailureTime is None
+    data = get_condition(first.conditions, "DataReady")
+    assert data is not None and (data.status, data.reason) == ("True", "RunSucceeded")
+    failed = next_status(first, "r2", failed_ingest(), now=NOW + timedelta(hours=2))
+    assert failed.lastFailureTime == "2026-11-26T10:00:00Z"
+    assert failed.lastSuccessfulTime == first.lastSuccessfulTime
+    again = next_status(failed, "r2", failed_ingest(), now=NOW + timedelta(hours=5))
+    assert again == failed, "a finished run's times do not move"
+
+
+def running_ingest() -> StageObservation:
+    return StageObservation(stage="ingest", job="shop-ingest-2", state="Running")
+
+
+def failed_ingest() -> StageObservation:
+    """A failed Job has no completionTime: the time the operator saw it fail counts."""
+    return StageObservation(stage="ingest", job="shop-ingest-2", state="Failed", message="exit 1")
 
 
 def test_conditions_follow_metav1_condition() -> None:
@@ -161,4 +254,10 @@ def test_conditions_follow_metav1_condition() -> None:
     for condition in status.conditions:
         Condition.model_validate(condition.model_dump())
         assert condition.reason[0].isupper() and " " not in condition.reason
-    assert {c.type for c in status.conditions} >= {"Ready", "Fresh", "ChecksPassed", "Suspended"}
+    assert {c.type for c in status.conditions} >= {
+        "Ready",
+        "DataReady",
+        "Fresh",
+        "ChecksPassed",
+        "Suspended",
+    }

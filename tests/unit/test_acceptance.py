@@ -1,0 +1,40 @@
+"""Apply errors: what the API server refuses is Stalled, the rest is retried."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from duckherd_operator.acceptance import classify_apply_error
+from duckherd_operator.kube import ApiError
+
+CRONJOB: dict[str, Any] = {"kind": "CronJob", "metadata": {"name": "shop-ingest"}}
+
+
+class ClientError(Exception):
+    """Shaped like kubernetes_asyncio's ApiException: status and a JSON body."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"({status})")
+        self.status = status
+        self.body = json.dumps({"kind": "Status", "message": message})
+
+
+def test_an_invalid_child_is_refused() -> None:
+    error = ApiError(422, 'CronJob.batch "shop-ingest" is invalid: spec...tolerations[0].operator')
+    problem = classify_apply_error(error, CRONJOB)
+    assert (problem.reason, problem.transient) == ("ChildRejected", False)
+    assert "CronJob shop-ingest" in problem.message and "tolerations[0]" in problem.message
+
+
+def test_server_side_apply_refuses_a_bad_quantity_with_a_500() -> None:
+    message = "failed to create typed patch object: .spec...limits.cpu: quantities must match"
+    problem = classify_apply_error(ClientError(500, message), CRONJOB)
+    assert (problem.reason, problem.transient) == ("ChildRejected", False)
+    assert "quantities must match" in problem.message
+
+
+def test_an_unavailable_api_server_is_retried() -> None:
+    for error in (ApiError(503, "the server is shutting down"), ConnectionError("reset")):
+        problem = classify_apply_error(error, CRONJOB)
+        assert (problem.reason, problem.transient) == ("ApplyRetrying", True)
