@@ -228,7 +228,7 @@ def test_helm_upgrade_updates_a_changed_crd(
 def test_a_pipeline_can_be_deleted_while_the_operator_is_down(
     operator: Operator, namespace: str, kubectl: Kubectl
 ) -> None:
-    """DESIGN.md: no finalizer that blocks deletes while the operator is down."""
+    """docs/architecture.md: no finalizer that blocks deletes while the operator is down."""
     apply_manifest(load_example("http://127.0.0.1:9/customers"), namespace)
     wait_until("children", lambda: _children_exist(namespace, PIPELINE), timeout=120)
     assert not get_pipeline(namespace, PIPELINE)["metadata"].get("finalizers")
