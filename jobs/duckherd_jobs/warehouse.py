@@ -8,7 +8,6 @@ the lock rather than failing at once, and names the file and the wait on timeout
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,9 +17,9 @@ from typing import Any
 import duckdb
 
 from duckherd.summary import StageSummary
+from duckherd_jobs.sql import DEFAULT_SCHEMA, quote_identifier
 
-SCHEMAS = ("raw", "staging", "intermediate", "marts", "_duckherd")
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+SCHEMAS = ("raw", "staging", "intermediate", DEFAULT_SCHEMA, "_duckherd")
 
 METADATA_DDL = """
 CREATE SCHEMA IF NOT EXISTS _duckherd;
@@ -55,19 +54,6 @@ CREATE TABLE IF NOT EXISTS _duckherd.checks (
 
 class WarehouseLockTimeout(TimeoutError):
     """Another process held the warehouse for longer than we may wait."""
-
-
-def quote_identifier(name: str) -> str:
-    """Validate and double-quote an identifier from the spec (never format raw input)."""
-    if not _IDENTIFIER.fullmatch(name):
-        raise ValueError(f"invalid identifier {name!r}: use letters, digits and _")
-    return f'"{name}"'
-
-
-def qualified(table: str, default_schema: str = "marts") -> str:
-    """`schema.table` (default schema applied), validated and quoted."""
-    schema, _, name = table.rpartition(".")
-    return f"{quote_identifier(schema or default_schema)}.{quote_identifier(name)}"
 
 
 def _is_lock_error(error: duckdb.Error) -> bool:

@@ -17,6 +17,7 @@ from great_expectations.expectations.metadata_types import FailureSeverity
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from duckherd.api import Check, parse_duration
+from duckherd_jobs.sql import table_name
 
 ROW_COUNT_CHANGE = "expect_table_row_count_change_to_be_within"
 MAX_RECENT = "expect_column_max_to_be_recent"
@@ -68,11 +69,6 @@ class PlannedCheck:
     @property
     def name(self) -> str:
         return self.check.display_name
-
-
-def qualified_name(table: str) -> str:
-    """`schema.table` with the default schema `marts` applied."""
-    return table if "." in table else f"marts.{table}"
 
 
 def expectation_class(expectation: str) -> Any:
@@ -156,6 +152,6 @@ def plan_checks(checks: list[Check]) -> list[PlannedCheck]:
             if "regex" in kwargs:
                 _check_regex(position, check, str(kwargs["regex"]))
         planned.append(
-            PlannedCheck(position, check, qualified_name(check.table), kwargs, configuration)
+            PlannedCheck(position, check, table_name(check.table), kwargs, configuration)
         )
     return planned

@@ -31,6 +31,7 @@ from great_expectations.execution_engine.sqlalchemy_execution_engine import (
 )
 
 from duckherd_jobs.check.config import expectation_class
+from duckherd_jobs.sql import DEFAULT_SCHEMA
 
 
 class DuckDBExecutionEngine(SqlAlchemyExecutionEngine):
@@ -74,7 +75,7 @@ class GxDuckDB:
         if table not in self._batches:
             schema, _, name = table.rpartition(".")
             asset = self._datasource.add_table_asset(
-                name=table, table_name=name, schema_name=schema or "marts"
+                name=table, table_name=name, schema_name=schema or DEFAULT_SCHEMA
             )
             self._batches[table] = asset.add_batch_definition_whole_table("all").get_batch()
         return self._batches[table]

@@ -25,6 +25,7 @@ from typing import Any
 import duckdb
 
 from duckherd.api import parse_duration
+from duckherd_jobs.sql import quote_identifier
 
 PARTIAL_UNEXPECTED_COUNT = 20  # GX's default for the SUMMARY result format
 
@@ -437,19 +438,13 @@ def _in_set_predicate(column: str, value_set: Sequence[Any]) -> Predicate:
     return Predicate(f"{column} NOT IN ({placeholders})", tuple(value_set))
 
 
-def quote_column(name: str) -> str:
-    """Quote a column name taken from the catalog (never from the spec): any name a dbt model
-    may produce, spaces or quotes included, is a valid quoted identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 def build_evaluator(
     expectation: str, kwargs: Mapping[str, Any], columns: Mapping[str, str]
 ) -> Evaluator:
     """The evaluator of one expectation; `columns` maps spec names to the table's own names."""
 
     def col(name: str) -> str:
-        return quote_column(columns[name])
+        return quote_identifier(columns[name])
 
     mostly = float(kwargs.get("mostly", 1.0))
     if expectation == "expect_column_values_to_not_be_null":

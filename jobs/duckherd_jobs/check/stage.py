@@ -23,7 +23,8 @@ from duckherd_jobs.check.pushdown import (
     scan,
 )
 from duckherd_jobs.context import StageContext, utc_now
-from duckherd_jobs.warehouse import connect, qualified
+from duckherd_jobs.sql import qualified
+from duckherd_jobs.warehouse import connect
 
 OBSERVED_MAX_CHARS = 200
 

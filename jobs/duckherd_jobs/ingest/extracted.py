@@ -19,13 +19,3 @@ class Extracted:
     parameters: list[object] = field(default_factory=list)
     fallback_sql: str | None = None
     empty: bool = False
-
-
-def sql_string(text: str) -> str:
-    """A SQL string literal (for the few places DuckDB takes no bound parameter)."""
-    return "'" + text.replace("'", "''") + "'"
-
-
-def quote_column(name: str) -> str:
-    """Quote any column name that came from data (JSON keys, CSV headers)."""
-    return '"' + name.replace('"', '""') + '"'

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from duckherd.api import FileSource, Source
 from duckherd_jobs.ingest.errors import IngestError
-from duckherd_jobs.ingest.extracted import Extracted, sql_string
+from duckherd_jobs.ingest.extracted import Extracted
 from duckherd_jobs.ingest.fetch import Fetcher, describe_failure
+from duckherd_jobs.sql import sql_string
 
 DOWNLOAD_CHUNK_BYTES = 1 << 20
 DOWNLOAD_TIMEOUT_SECONDS = 300.0

@@ -24,13 +24,14 @@ import httpx
 
 from duckherd.api import HttpSource, Source
 from duckherd_jobs.ingest.errors import IngestError, redact
-from duckherd_jobs.ingest.extracted import Extracted, quote_column, sql_string
+from duckherd_jobs.ingest.extracted import Extracted
 from duckherd_jobs.ingest.fetch import (
     FatalResponse,
     Fetcher,
     RetryableResponse,
     describe_failure,
 )
+from duckherd_jobs.sql import quote_identifier, sql_string
 
 SAMPLE_RECORDS = 20_480  # DuckDB's own default sample, counted in records rather than pages
 _WRAP_OPEN, _WRAP_CLOSE = b'{"p":', b"}\n"
@@ -392,7 +393,9 @@ class HttpExtractor:
     def _extracted(self, spool: _Spool, first: _FirstPage) -> Extracted:
         if first.count == 0:
             return Extracted(select_sql="", empty=True)
-        path = ".".join(["p", *(quote_column(p) for p in self.http.recordsPath.split(".") if p)])
+        path = ".".join(
+            ["p", *(quote_identifier(p) for p in self.http.recordsPath.split(".") if p)]
+        )
         unnest = (
             f"unnest({path}, max_depth := 2)"
             if isinstance(first.records, list)

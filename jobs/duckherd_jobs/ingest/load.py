@@ -9,9 +9,9 @@ import duckdb
 
 from duckherd.api import Source
 from duckherd_jobs.ingest.errors import IngestError
-from duckherd_jobs.ingest.extracted import Extracted, quote_column, sql_string
+from duckherd_jobs.ingest.extracted import Extracted
 from duckherd_jobs.ingest.schema import IncompatibleType, column_type_for_new_column, widen
-from duckherd_jobs.warehouse import quote_identifier
+from duckherd_jobs.sql import quote_identifier, sql_string
 
 LOADED_AT, RUN_ID = "_loaded_at", "_run_id"
 RESERVED_COLUMNS = (LOADED_AT, RUN_ID)
@@ -168,12 +168,12 @@ class SourceLoader:
             # Also guards against a concurrent run that advanced the cursor while we fetched.
             field = incremental.cursorField
             where = (
-                f" WHERE {quote_column(field)} > CAST({sql_string(stored_cursor)} AS "
+                f" WHERE {quote_identifier(field)} > CAST({sql_string(stored_cursor)} AS "
                 f"{self.incoming[field]})"
             )
         ordinal = ""
         if self.source.writeDisposition == "merge":
-            keys = ", ".join(quote_column(key) for key in self.source.primaryKey)
+            keys = ", ".join(quote_identifier(key) for key in self.source.primaryKey)
             ordinal = ", row_number() OVER () AS __duckherd_ordinal"
             qualify = (
                 f" QUALIFY row_number() OVER (PARTITION BY {keys} "
@@ -191,7 +191,7 @@ class SourceLoader:
         incremental = self.source.incremental
         if incremental is None:
             return None
-        column = quote_column(incremental.cursorField)
+        column = quote_identifier(incremental.cursorField)
         kind = self.incoming[incremental.cursorField].upper()
         if kind in ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"):
             expression = f"strftime(timezone('UTC', max({column})), '%Y-%m-%dT%H:%M:%S.%fZ')"
@@ -208,7 +208,7 @@ class SourceLoader:
     def _evolve(self) -> None:
         current = _columns(self.connection, self.target)
         for column, kind in self.incoming.items():
-            quoted = quote_column(column)
+            quoted = quote_identifier(column)
             if column not in current:
                 new_type = column_type_for_new_column(kind)
                 self.connection.execute(f"ALTER TABLE {self.target} ADD COLUMN {quoted} {new_type}")
@@ -226,12 +226,12 @@ class SourceLoader:
         keys = self.source.primaryKey
         for key in keys:
             row = self.connection.execute(
-                f"SELECT count(*) FROM __duckherd_batch WHERE {quote_column(key)} IS NULL"
+                f"SELECT count(*) FROM __duckherd_batch WHERE {quote_identifier(key)} IS NULL"
             ).fetchone()
             if row and row[0]:
                 raise self._fail(f"primaryKey column {key} is NULL in {row[0]} rows")
         match = " AND ".join(
-            f"{self.target}.{quote_column(key)} = batch.{quote_column(key)}" for key in keys
+            f"{self.target}.{quote_identifier(key)} = batch.{quote_identifier(key)}" for key in keys
         )
         self.connection.execute(
             f"DELETE FROM {self.target} USING __duckherd_batch AS batch WHERE {match}"

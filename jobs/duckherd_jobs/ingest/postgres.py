@@ -15,7 +15,8 @@ import psycopg2.extensions
 
 from duckherd.api import PostgresSource, Source
 from duckherd_jobs.ingest.errors import IngestError, redact
-from duckherd_jobs.ingest.extracted import Extracted, quote_column, sql_string
+from duckherd_jobs.ingest.extracted import Extracted
+from duckherd_jobs.sql import quote_identifier, sql_string
 
 COPY_BUFFER_BYTES = 1 << 20
 
@@ -48,13 +49,11 @@ def _duckdb_type(column: Any) -> str:
     return _TYPES_BY_OID.get(column.type_code, "VARCHAR")
 
 
-def _quote_pg(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def relation_sql(postgres: PostgresSource) -> str:
     if postgres.table is not None:
-        return "SELECT * FROM " + ".".join(_quote_pg(part) for part in postgres.table.split("."))
+        return "SELECT * FROM " + ".".join(
+            quote_identifier(part) for part in postgres.table.split(".")
+        )
     assert postgres.query is not None
     return f"SELECT * FROM ({postgres.query.rstrip().rstrip(';')}) AS duckherd_source"
 
@@ -129,7 +128,7 @@ class PostgresExtractor:
         if incremental is None or self.cursor is None:
             return select
         condition = cursor.mogrify(
-            f"{_quote_pg(incremental.cursorField)} > %s", (self.cursor,)
+            f"{quote_identifier(incremental.cursorField)} > %s", (self.cursor,)
         ).decode()
         return f"SELECT * FROM ({select}) AS duckherd_relation WHERE {condition}"
 
@@ -137,7 +136,7 @@ class PostgresExtractor:
         if self.spool_path.stat().st_size == 0:
             return Extracted(select_sql="", empty=True)
         spec = ", ".join(f"{sql_string(name)}: {sql_string(kind)}" for name, kind in columns)
-        select_list = ", ".join(quote_column(name) for name, _ in columns)
+        select_list = ", ".join(quote_identifier(name) for name, _ in columns)
         reader = (
             f"read_csv(?, header = false, auto_detect = false, columns = {{{spec}}}, "
             "delim = ',', quote = '\"', escape = '\"', nullstr = '', "

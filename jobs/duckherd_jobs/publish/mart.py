@@ -1,4 +1,4 @@
-"""A mart table in the warehouse: its name, its columns, and quoting its column names."""
+"""A mart table in the warehouse: its name and its columns."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import duckdb
 
 from duckherd_jobs.publish.errors import PublishInputError
-from duckherd_jobs.warehouse import qualified
+from duckherd_jobs.sql import qualified, quote_identifier, table_name
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class Column:
 
     @property
     def sql(self) -> str:
-        return quote_column(self.name)
+        return quote_identifier(self.name)
 
 
 @dataclass(frozen=True)
@@ -30,19 +30,8 @@ class Mart:
         return qualified(self.name)
 
 
-def normalize_table(table: str) -> str:
-    """`schema.table`, with the default schema `marts` applied."""
-    schema, _, name = table.rpartition(".")
-    return f"{schema or 'marts'}.{name}"
-
-
-def quote_column(name: str) -> str:
-    """Column names come from dbt models, not from the spec: quote anything faithfully."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 def describe_mart(connection: duckdb.DuckDBPyConnection, table: str, field: str) -> Mart:
-    name = normalize_table(table)
+    name = table_name(table)
     schema, _, relation = name.partition(".")
     found = connection.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",

@@ -12,6 +12,7 @@ import duckdb
 from duckherd.api import DbtTransform
 from duckherd.summary import StageSummary, TableSummary
 from duckherd_jobs.context import StageContext
+from duckherd_jobs.sql import qualified
 from duckherd_jobs.transform.invocation import DbtInvocation, DbtNodeResult, DbtOutcome, run_dbt
 from duckherd_jobs.transform.project import locate_project
 from duckherd_jobs.warehouse import connect
@@ -112,10 +113,9 @@ def _row_counts(ctx: StageContext, nodes: list[DbtNodeResult]) -> dict[str, Tabl
     counts: dict[str, TableSummary] = {}
     with connect(ctx.warehouse, timeout_seconds=ctx.lock_timeout_seconds) as connection:
         for node in nodes:
-            schema, _, name = node.relation.partition(".")
             try:
                 row = connection.execute(
-                    f"SELECT count(*) FROM {_quote(schema)}.{_quote(name)}"
+                    f"SELECT count(*) FROM {qualified(node.relation)}"
                 ).fetchone()
             except duckdb.Error as error:  # reported, not fatal: the build itself succeeded
                 log.warning("cannot count rows of %s: %s", node.relation, error)
@@ -123,10 +123,6 @@ def _row_counts(ctx: StageContext, nodes: list[DbtNodeResult]) -> dict[str, Tabl
             rows = int(row[0]) if row else 0
             counts[node.relation] = TableSummary(rows=rows, loaded=rows)
     return counts
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 def _failure_message(failures: list[DbtNodeResult], error: str | None) -> str:
