@@ -16,7 +16,16 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal, get_args
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic.config import JsonDict
 
 GROUP = "duckherd.io"
@@ -36,6 +45,38 @@ COLUMN_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+# `<name>-transform` must fit a CronJob name (52 characters); the CRD refuses longer names.
+MAX_PIPELINE_NAME = 42
+# A Kubernetes resource.Quantity (the regular expression apimachinery's parser accepts).
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+
+
+def _cron_field(number: str, *, names: bool = False, any_mark: bool = False) -> str:
+    """One field of a standard cron line: `*`, values, ranges, steps, lists."""
+    value = f"({number}|[A-Za-z]{{3}})" if names else number
+    star = r"\*|\?" if any_mark else r"\*"
+    item = rf"({star}|{value}(-{value})?)(/[0-9]{{1,2}})?"
+    return rf"{item}(,{item})*"
+
+
+# The cron lines Kubernetes CronJobs take (five fields or a macro; no CRON_TZ=), with each
+# field's value range; what a pattern cannot see (`31 2` for Feb 31) the operator reports.
+CRON_PATTERN = (
+    r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|"
+    + r"\s+".join(
+        (
+            _cron_field(r"[0-5]?[0-9]"),
+            _cron_field(r"(2[0-3]|[01]?[0-9])"),
+            _cron_field(r"(3[01]|[12][0-9]|0?[1-9])", any_mark=True),
+            _cron_field(r"(1[0-2]|0?[1-9])", names=True),
+            _cron_field(r"[0-7]", names=True, any_mark=True),
+        )
+    )
+    + r")$"
+)
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
@@ -411,6 +452,7 @@ class DbtTransform(ApiModel):
     schedule: str | None = Field(
         default=None,
         max_length=253,
+        json_schema_extra={"pattern": CRON_PATTERN},
         description="Own cron schedule for the transform CronJob (it still chains after ingest).",
     )
 
@@ -642,11 +684,41 @@ class EnvVar(ApiModel):
     )
 
 
+def _quantity_text(value: object) -> object:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _valid_quantity(value: str) -> str:
+    if not re.fullmatch(QUANTITY_PATTERN, value):
+        raise ValueError(
+            f"invalid quantity {value!r}: use a Kubernetes quantity such as 2, 500m or 1Gi"
+        )
+    return value
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_quantity_text),
+    AfterValidator(_valid_quantity),
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "pattern": QUANTITY_PATTERN,
+            "description": "A Kubernetes quantity (e.g. 2, 500m, 1Gi).",
+        }
+    ),
+]
+
+
 class Resources(ApiModel):
     """Compute resources for stage pods."""
 
-    requests: dict[str, str] = Field(default_factory=dict, description="Requests (cpu, memory).")
-    limits: dict[str, str] = Field(default_factory=dict, description="Limits (cpu, memory).")
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict, description="Requests (cpu, memory): Kubernetes quantities."
+    )
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict, description="Limits (cpu, memory): Kubernetes quantities."
+    )
 
 
 class PodOverrides(ApiModel):
@@ -673,8 +745,11 @@ class PodOverrides(ApiModel):
 
 
 def validate_cron(value: str) -> str:
-    if not croniter.is_valid(value):
-        raise ValueError(f"invalid cron expression {value!r}")
+    if not re.fullmatch(CRON_PATTERN, value) or not croniter.is_valid(value):
+        raise ValueError(
+            f"invalid cron expression {value!r}: use five fields (minute hour day-of-month "
+            "month day-of-week) or a macro such as @daily"
+        )
     return value
 
 
@@ -684,7 +759,12 @@ class DataPipelineSpec(ApiModel):
     # Unique source names are enforced at admission by the list-map key on `sources`.
 
     schedule: str = Field(
-        max_length=253, description="Cron schedule of the ingest stage (e.g. `0 6 * * *`)."
+        max_length=253,
+        json_schema_extra={"pattern": CRON_PATTERN},
+        description=(
+            "Cron schedule of the ingest stage (e.g. `0 6 * * *`): five fields or a macro "
+            "such as `@daily`; the time zone goes in timeZone."
+        ),
     )
     timeZone: str | None = Field(
         default=None, max_length=253, description="IANA time zone of the schedule (default UTC)."

@@ -66,6 +66,8 @@ def _structural(node: dict[str, Any], path: str) -> dict[str, Any]:
             node[bound] = node.pop(exclusive)
             node[exclusive] = True
     kind = node.get("type")
+    if node.get("x-kubernetes-int-or-string"):
+        return node  # a quantity: integer or string, no `type` (structural rules)
     if kind == "object":
         properties = node.get("properties")
         extra = node.pop("additionalProperties", None)
@@ -206,6 +208,13 @@ def build_crd() -> dict[str, Any]:
                                 "Expectations and publishes marts, on a schedule."
                             ),
                             "required": ["spec"],
+                            "x-kubernetes-validations": [
+                                api.cel(
+                                    f"size(self.metadata.name) <= {api.MAX_PIPELINE_NAME}",
+                                    f"metadata.name: at most {api.MAX_PIPELINE_NAME} characters "
+                                    "(the stage CronJob names derive from it)",
+                                )
+                            ],
                             "properties": {
                                 "apiVersion": {
                                     "type": "string",

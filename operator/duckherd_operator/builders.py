@@ -12,7 +12,13 @@ from typing import Any
 
 import yaml
 
-from duckherd.api import API_VERSION, KIND, DataPipelineSpec, Stage, iter_secret_refs
+from duckherd.api import (
+    API_VERSION,
+    KIND,
+    DataPipelineSpec,
+    Stage,
+    iter_secret_refs,
+)
 
 MANAGER = "duckherd"
 LABEL_PIPELINE = "duckherd.io/pipeline"
@@ -25,7 +31,6 @@ SPEC_FILE = "pipeline.yaml"
 WAREHOUSE_MOUNT = "/warehouse"
 WAREHOUSE_FILE = "warehouse.duckdb"
 DBT_CONFIGMAP_MOUNT = "/etc/duckherd/dbt-project"
-MAX_PIPELINE_NAME = 42  # `<name>-transform` must fit a CronJob name (52 characters)
 # A CronJob must have a valid schedule even when only the operator (or a user) starts it.
 UNSCHEDULED = "0 0 31 2 *"
 

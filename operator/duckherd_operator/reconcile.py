@@ -20,7 +20,14 @@ from croniter import croniter
 from pydantic import ValidationError
 
 from duckherd import __version__
-from duckherd.api import API_VERSION, KIND, DataPipelineSpec, DataPipelineStatus, RunStatus
+from duckherd.api import (
+    API_VERSION,
+    KIND,
+    MAX_PIPELINE_NAME,
+    DataPipelineSpec,
+    DataPipelineStatus,
+    RunStatus,
+)
 from duckherd.status import (
     DATA_READY,
     NOT_YET_REASONS,
@@ -40,7 +47,6 @@ from duckherd_operator.builders import (
     LABEL_PIPELINE,
     LABEL_RUN_ID,
     LABEL_TRIGGER,
-    MAX_PIPELINE_NAME,
     Pipeline,
     build_children,
     build_stage_job,

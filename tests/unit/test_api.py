@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from duckherd.api import DataPipelineSpec, SecretKeyRef, SecretNotFound, iter_secret_refs
+from duckherd.api import (
+    CRON_PATTERN,
+    DataPipelineSpec,
+    SecretKeyRef,
+    SecretNotFound,
+    iter_secret_refs,
+)
 from tests.unit.manifests import VALID_SPEC, spec
 
 
@@ -37,7 +44,10 @@ def _error(body: dict[str, Any]) -> str:
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        (spec(schedule="every day"), "invalid cron expression"),
+        (spec(schedule="every day"), "invalid cron expression 'every day': use five fields"),
+        (spec(schedule="0 6 * * * *"), "invalid cron expression"),
+        (spec(schedule="CRON_TZ=UTC 0 6 * * *"), "invalid cron expression"),
+        (spec(pod={"resources": {"limits": {"cpu": "lots"}}}), "invalid quantity 'lots'"),
         (spec(timeZone="Mars/Olympus"), "unknown time zone"),
         (spec(sources=[]), "sources"),
         (
@@ -93,3 +103,31 @@ def test_secret_refs_resolve_from_env_without_leaking_values() -> None:
     with pytest.raises(SecretNotFound, match="crm-api/token") as caught:
         ref.resolve({})
     assert "s3cret" not in str(caught.value)
+
+
+def test_quantities_take_integers_and_strings() -> None:
+    parsed = DataPipelineSpec.model_validate(
+        spec(
+            pod={"resources": {"requests": {"cpu": 1, "memory": "512Mi"}, "limits": {"cpu": "1.5"}}}
+        )
+    )
+    assert parsed.pod.resources is not None
+    assert parsed.pod.resources.requests == {"cpu": "1", "memory": "512Mi"}
+
+
+@pytest.mark.parametrize(
+    ("schedule", "admitted"),
+    [
+        ("0 6 * * *", True),
+        ("*/15 9-17 * * MON-FRI", True),
+        ("0 0 1,15 jan-jun ?", True),
+        ("@daily", True),
+        ("61 * * * *", False),
+        ("0 24 * * *", False),
+        ("0 6 * *", False),
+        ("@every 1h", False),
+        ("CRON_TZ=UTC 0 6 * * *", False),
+    ],
+)
+def test_the_crd_cron_pattern_admits_what_cronjobs_take(schedule: str, admitted: bool) -> None:
+    assert bool(re.fullmatch(CRON_PATTERN, schedule)) is admitted

@@ -44,7 +44,11 @@ def test_schema_is_structural() -> None:
     for path, node in _walk(_schema()):
         for forbidden in ("$ref", "anyOf", "oneOf", "allOf", "$defs", "default", "title", "const"):
             assert forbidden not in node, f"{path} has {forbidden}"
-        assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), path
+        assert (
+            "type" in node
+            or node.get("x-kubernetes-preserve-unknown-fields")
+            or node.get("x-kubernetes-int-or-string")
+        ), path
 
 
 def test_every_field_has_a_description() -> None:
@@ -83,3 +87,14 @@ def test_printer_columns_and_names() -> None:
     assert version["subresources"] == {"status": {}}
     assert crd["spec"]["names"]["shortNames"] == ["dp"]
     assert crd["spec"]["names"]["categories"] == ["duckherd"]
+
+
+def test_admission_refuses_what_the_schema_can_see() -> None:
+    schema = _schema()
+    assert schema["x-kubernetes-validations"][0]["rule"] == "size(self.metadata.name) <= 42"
+    spec = schema["properties"]["spec"]["properties"]
+    assert spec["schedule"]["pattern"].startswith("^(@(yearly")
+    limits = spec["pod"]["properties"]["resources"]["properties"]["limits"]
+    quantity = limits["additionalProperties"]
+    assert quantity["x-kubernetes-int-or-string"] is True and "type" not in quantity
+    assert "pattern" in quantity
