@@ -12,10 +12,10 @@ from __future__ import annotations
 import re
 import zoneinfo
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, get_args
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -750,6 +750,10 @@ def validate_cron(value: str) -> str:
             f"invalid cron expression {value!r}: use five fields (minute hour day-of-month "
             "month day-of-week) or a macro such as @daily"
         )
+    try:
+        croniter(value, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+    except CroniterBadDateError:
+        raise ValueError(f"invalid cron expression {value!r}: it never fires") from None
     return value
 
 

@@ -46,6 +46,7 @@ def _error(body: dict[str, Any]) -> str:
     [
         (spec(schedule="every day"), "invalid cron expression 'every day': use five fields"),
         (spec(schedule="0 6 * * * *"), "invalid cron expression"),
+        (spec(schedule="0 0 30 2 *"), "'0 0 30 2 *': it never fires"),
         (spec(schedule="CRON_TZ=UTC 0 6 * * *"), "invalid cron expression"),
         (spec(pod={"resources": {"limits": {"cpu": "lots"}}}), "invalid quantity 'lots'"),
         (spec(timeZone="Mars/Olympus"), "unknown time zone"),
