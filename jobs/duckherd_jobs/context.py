@@ -16,10 +16,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def new_run_id() -> str:
     """Run ids sort by time and are unique: `YYYYmmddTHHMMSS-xxxxxx` (also a valid label)."""
     return f"{utc_now():%Y%m%dt%H%M%S}-{uuid.uuid4().hex[:6]}"

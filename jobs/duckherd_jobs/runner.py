@@ -22,8 +22,10 @@ import yaml
 from pydantic import ValidationError
 
 from duckherd.api import STAGES, DataPipeline, Stage
+from duckherd.status import rfc3339
 from duckherd.summary import StageSummary, encode
-from duckherd_jobs.context import StageContext, new_run_id, rfc3339, utc_now
+from duckherd.validation import describe_validation_errors
+from duckherd_jobs.context import StageContext, new_run_id, utc_now
 from duckherd_jobs.warehouse import connect, record_run
 
 log = logging.getLogger("duckherd.jobs")
@@ -53,9 +55,7 @@ def load_manifest(path: Path) -> DataPipeline:
     try:
         pipeline = DataPipeline.model_validate(data)
     except ValidationError as error:
-        details = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-        )
+        details = describe_validation_errors(error.errors())
         raise ManifestError(f"{path}: invalid DataPipeline: {details}") from error
     return apply_source_url_overrides(pipeline, os.environ)
 

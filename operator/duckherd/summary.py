@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from duckherd.validation import describe_validation_errors
+
 MAX_BYTES = 4096
 SUMMARY_VERSION = 1
 
@@ -138,7 +140,8 @@ def decode(message: str | bytes | None, stage: str | None = None) -> StageSummar
     try:
         summary = StageSummary.model_validate(data)
     except ValidationError as error:
-        raise SummaryError(f"termination message is not a stage summary: {error}") from error
+        details = describe_validation_errors(error.errors())
+        raise SummaryError(f"termination message is not a stage summary: {details}") from error
     if stage is not None and summary.stage != stage:
         raise SummaryError(f"summary is for stage {summary.stage!r}, expected {stage!r}")
     return summary

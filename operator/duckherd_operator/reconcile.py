@@ -41,6 +41,7 @@ from duckherd.status import (
     rfc3339,
 )
 from duckherd.summary import StageSummary, SummaryError, decode
+from duckherd.validation import describe_validation_errors
 from duckherd_operator import metrics
 from duckherd_operator.acceptance import Acted, apply_generation
 from duckherd_operator.builders import (
@@ -71,14 +72,6 @@ def stage_image() -> tuple[str, str]:
     return image, os.environ.get("DUCKHERD_IMAGE_PULL_POLICY", "IfNotPresent")
 
 
-def format_validation_error(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors():
-        location = ".".join(str(p) for p in item["loc"])
-        parts.append(f"spec.{location}: {item['msg']}" if location else f"spec: {item['msg']}")
-    return "; ".join(parts)
-
-
 @dataclass(frozen=True)
 class Parsed:
     pipeline: Pipeline | None
@@ -101,7 +94,8 @@ def parse_pipeline(body: dict[str, Any]) -> Parsed:
     try:
         spec = DataPipelineSpec.model_validate(body.get("spec") or {})
     except ValidationError as error:
-        return Parsed(None, Problem("InvalidSpec", format_validation_error(error)))
+        details = describe_validation_errors(error.errors(), "spec")
+        return Parsed(None, Problem("InvalidSpec", details))
     image, policy = stage_image()
     return Parsed(
         Pipeline(

@@ -17,6 +17,7 @@ from great_expectations.expectations.metadata_types import FailureSeverity
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from duckherd.api import Check, parse_duration
+from duckherd.validation import describe_validation_errors
 from duckherd_jobs.sql import table_name
 
 ROW_COUNT_CHANGE = "expect_table_row_count_change_to_be_within"
@@ -81,15 +82,6 @@ def _where(position: int, check: Check) -> str:
     return f"quality.checks[{position}] ({check.display_name})"
 
 
-def _describe_errors(errors: list[Any]) -> str:
-    parts = []
-    for error in errors:
-        location = ".".join(str(part) for part in error["loc"] if part != "__root__")
-        prefix = f"kwargs.{location}: " if location else "kwargs: "
-        parts.append(prefix + str(error["msg"]))
-    return "; ".join(parts)
-
-
 def _check_regex(position: int, check: Check, regex: str) -> None:
     """DuckDB's regex dialect (RE2) is what runs, so it is what must accept the pattern."""
     try:
@@ -106,7 +98,7 @@ def _gx_kwargs(position: int, check: Check, cls: Any) -> tuple[dict[str, Any], A
         expectation = cls(**check.kwargs)
     except Exception as error:  # GX raises pydantic v1 ValidationError and a few plain ones
         errors = getattr(error, "errors", None)
-        detail = _describe_errors(errors()) if callable(errors) else str(error)
+        detail = describe_validation_errors(errors(), "kwargs") if callable(errors) else str(error)
         raise CheckConfigError(f"{_where(position, check)}: {detail}") from None
     kwargs = dict(expectation.configuration.kwargs)
     for name in _GX_DEFAULTS:
@@ -124,9 +116,7 @@ def _duckherd_kwargs(position: int, check: Check) -> tuple[dict[str, Any], Any]:
     try:
         model = _DUCKHERD_KWARGS[check.expectation].model_validate(check.kwargs)
     except ValidationError as error:
-        details = "; ".join(
-            f"kwargs.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-        )
+        details = describe_validation_errors(error.errors(), "kwargs")
         raise CheckConfigError(f"{_where(position, check)}: {details}") from None
     kwargs = model.model_dump()
     configuration = ExpectationConfiguration(

@@ -19,8 +19,9 @@ from pathlib import Path
 import duckdb
 
 from duckherd.api import Source
+from duckherd.status import rfc3339
 from duckherd.summary import StageSummary, TableSummary
-from duckherd_jobs.context import StageContext, rfc3339, utc_now
+from duckherd_jobs.context import StageContext, utc_now
 from duckherd_jobs.ingest.errors import IngestError
 from duckherd_jobs.ingest.extracted import Extracted
 from duckherd_jobs.ingest.files import extract_file

@@ -15,6 +15,7 @@ import duckdb
 from pydantic import ValidationError
 
 from duckherd.summary import StageSummary
+from duckherd.validation import describe_validation_errors
 from duckherd_jobs.context import StageContext
 
 _RUNS_TABLE_EXISTS = """
@@ -65,7 +66,8 @@ def _latest_check_record(
         return str(row[0]), StageSummary.model_validate_json(row[1])
     except ValidationError as error:
         raise ValueError(
-            f"_duckherd.runs: the check record of run {row[0]} is not a stage summary: {error}"
+            f"_duckherd.runs: the check record of run {row[0]} is not a stage summary: "
+            + describe_validation_errors(error.errors())
         ) from error
 
 

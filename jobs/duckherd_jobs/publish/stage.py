@@ -8,8 +8,9 @@ from typing import Protocol
 import duckdb
 
 from duckherd.api import Publish
+from duckherd.status import rfc3339
 from duckherd.summary import PublishedTarget, StageSummary, TableSummary
-from duckherd_jobs.context import StageContext, rfc3339, utc_now
+from duckherd_jobs.context import StageContext, utc_now
 from duckherd_jobs.publish.errors import PublishError, PublishInputError
 from duckherd_jobs.publish.gate import evaluate_gate
 from duckherd_jobs.publish.mart import Mart, describe_mart
