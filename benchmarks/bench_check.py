@@ -17,7 +17,7 @@ imports) and the parent measures the whole process (interpreter start to exit):
   GX-format results, history written to `_duckherd.checks` in one transaction.
 - gx import: `import great_expectations` alone — the floor any GX-based check stage pays.
 - gx sql: Great Expectations' own SqlAlchemyExecutionEngine on the file (as repaired in
-  `duckherd_jobs.check.gx_duckdb`), the same checks in GX's core vocabulary (freshness as
+  `tests/jobs/gx_duckdb.py`), the same checks in GX's core vocabulary (freshness as
   expect_column_max_to_be_between, row-count change as expect_table_row_count_to_be_between).
 Goals (issue 4): computation <= 1.3x sql; end to end <= 1.3x sql + the GX import floor;
 peak RSS <= 1.2 GB. Rounds alternate the contenders; the table shows each one's median and
@@ -166,7 +166,7 @@ def _child_gx_import() -> dict[str, Any]:
 
 
 def _child_gx_sql(warehouse: Path) -> dict[str, Any]:
-    from duckherd_jobs.check.gx_duckdb import gx_duckdb
+    from tests.jobs.gx_duckdb import gx_duckdb
 
     started = time.perf_counter()
     with gx_duckdb(warehouse) as reference:

@@ -1,7 +1,7 @@
 """The pushdown's results equal Great Expectations' own evaluation of the same data.
 
 GX runs through its SQL execution engine on the same DuckDB file (repaired, see
-`duckherd_jobs.check.gx_duckdb`); regex matching, which GX's SQL engine cannot express for the
+`tests/jobs/gx_duckdb.py`); regex matching, which GX's SQL engine cannot express for the
 duckdb dialect, is compared with GX's pandas engine on the table's rows instead.
 """
 
@@ -18,8 +18,8 @@ import pytest
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from duckherd_jobs.check.config import expectation_class
-from duckherd_jobs.check.gx_duckdb import GxDuckDB, gx_duckdb
 from tests.jobs.check_support import check, make_warehouse, query
+from tests.jobs.gx_duckdb import GxDuckDB, gx_duckdb
 
 # Cases with few unexpected rows (the unexpected sample is then the whole set, order aside)
 # and cases with many (only the sample's size and membership can be compared).

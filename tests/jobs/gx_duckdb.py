@@ -9,8 +9,11 @@ and a DuckDB cursor *is* its connection, so the pending result is dropped: `fetc
 BigQuery and Databricks (`_PERSISTED_CONNECTION_DIALECTS`), just not for duckdb. The engine
 below does the same for DuckDB: a StaticPool and one connection kept for the engine's life.
 
-The check stage computes its metrics with its own single-scan pushdown (see `pushdown.py`);
-this module is the reference it is validated against, and the GX baseline of the benchmark.
+The check stage computes its metrics with its own single-scan pushdown
+(`duckherd_jobs/check/pushdown.py`); this module is the reference it is validated against
+(tests/jobs/test_check_gx_parity.py) and the GX baseline of benchmarks/bench_check.py. It lives
+with the tests so that the stage image carries neither SQLAlchemy nor duckdb-engine (both come
+with the `dev` extra).
 """
 
 from __future__ import annotations
