@@ -175,7 +175,7 @@ def _child_gx_sql(warehouse: Path) -> dict[str, Any]:
             for expectation, kwargs in gx_core_checks()
         ]
     seconds = time.perf_counter() - started
-    failed = [r.expectation_config.type for r in results if not r.success]
+    failed = [r.expectation_config and r.expectation_config.type for r in results if not r.success]
     assert not failed, f"GX: failed {failed}: {[r.exception_info for r in results][:1]}"
     return {"seconds": seconds, "rows": int(results[6].result["observed_value"])}
 

@@ -166,7 +166,7 @@ def _dlt(url: str, workdir: Path, file_format: str | None) -> dict[str, float | 
     if file_format is None:
         pipeline.run(source)
     else:
-        pipeline.run(source, loader_file_format=file_format)  # type: ignore[arg-type]
+        pipeline.run(source, loader_file_format=file_format)  # type: ignore[arg-type, unused-ignore]
     seconds = time.perf_counter() - started
     connection = duckdb.connect(str(warehouse), read_only=True)
     row = connection.execute("SELECT count(*) FROM raw.customers").fetchone()

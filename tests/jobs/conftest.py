@@ -11,7 +11,7 @@ from tests.services import RedisServer
 
 
 @pytest.fixture
-def client(redis: RedisServer) -> Iterator[redis_client.Redis[str]]:
+def client(redis: RedisServer) -> Iterator[redis_client.Redis]:
     """A client of the session's real Redis server, decoding to str."""
     connection = redis_client.Redis.from_url(redis.url(), decode_responses=True)
     yield connection

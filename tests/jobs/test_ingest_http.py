@@ -115,9 +115,9 @@ def test_every_pagination_mode_loads_every_record_once(
     with FakeApi(records, mode=mode) as api:
         source = http_source("items", api.url, http={"pagination": pagination})
         if mode == "none":
-            source["http"]["recordsPath"] = ""  # type: ignore[index]
+            source["http"]["recordsPath"] = ""
         if mode in ("cursor", "link"):  # these modes send no page size of their own
-            source["http"]["params"] = {"page_size": "7"}  # type: ignore[index]
+            source["http"]["params"] = {"page_size": "7"}
         summary = ingest(pipeline(source), warehouse)
     assert summary.ok, summary.error
     assert query(warehouse, "SELECT count(*), count(DISTINCT id) FROM raw.items") == [(50, 50)]

@@ -40,7 +40,7 @@ def publish(
 
 
 def test_an_error_check_failure_blocks_publish_and_names_the_checks(
-    warehouse: Path, redis: RedisServer, client: redis_client.Redis[str]
+    warehouse: Path, redis: RedisServer, client: redis_client.Redis
 ) -> None:
     record_check(
         warehouse,
@@ -74,7 +74,7 @@ def test_a_blocked_publish_is_recorded_as_blocked_in_the_run_log(
 
 
 def test_warn_failures_do_not_block(
-    warehouse: Path, redis: RedisServer, client: redis_client.Redis[str]
+    warehouse: Path, redis: RedisServer, client: redis_client.Redis
 ) -> None:
     record_check(warehouse, "run-1", [("ids present", "error", True), ("fresh", "warn", False)])
 
@@ -95,7 +95,7 @@ def test_a_check_stage_that_crashed_blocks(warehouse: Path, redis: RedisServer) 
 
 
 def test_without_a_check_in_this_run_the_latest_check_run_decides(
-    warehouse: Path, redis: RedisServer, client: redis_client.Redis[str]
+    warehouse: Path, redis: RedisServer, client: redis_client.Redis
 ) -> None:
     record_check(
         warehouse, "older", [("ids present", "error", True)], finished_at="2026-01-01T01:00:00Z"
@@ -139,7 +139,7 @@ def test_checks_declared_but_never_run_block(warehouse: Path, redis: RedisServer
 
 
 def test_a_pipeline_without_checks_publishes(
-    warehouse: Path, redis: RedisServer, client: redis_client.Redis[str]
+    warehouse: Path, redis: RedisServer, client: redis_client.Redis
 ) -> None:
     record_check(warehouse, "run-1", [("stale", "error", False)])  # not this pipeline's checks
 

@@ -33,18 +33,18 @@ def prefix(request: pytest.FixtureRequest) -> str:
     return f"test:{request.node.name}"
 
 
-def keys_under(client: redis_client.Redis[str], prefix: str) -> set[str]:
+def keys_under(client: redis_client.Redis, prefix: str) -> set[str]:
     return set(client.scan_iter(match=f"{prefix}:*", count=1000))
 
 
-def meta(client: redis_client.Redis[str], prefix: str) -> dict[str, Any]:
+def meta(client: redis_client.Redis, prefix: str) -> dict[str, Any]:
     document = client.get(f"{prefix}:meta")
     assert document is not None, "no meta key"
     return dict(json.loads(document))
 
 
 def test_rows_become_json_documents_in_one_hash_with_meta(
-    tmp_path: Path, redis: RedisServer, client: redis_client.Redis[str], prefix: str
+    tmp_path: Path, redis: RedisServer, client: redis_client.Redis, prefix: str
 ) -> None:
     warehouse = tmp_path / "w.duckdb"
     build_mart(
@@ -83,7 +83,7 @@ def test_rows_become_json_documents_in_one_hash_with_meta(
 
 
 def test_default_prefix_names_namespace_pipeline_and_table(
-    tmp_path: Path, redis: RedisServer, client: redis_client.Redis[str]
+    tmp_path: Path, redis: RedisServer, client: redis_client.Redis
 ) -> None:
     warehouse = tmp_path / "w.duckdb"
     build_mart(warehouse, customers_select(3, 1))
@@ -95,7 +95,7 @@ def test_default_prefix_names_namespace_pipeline_and_table(
 
 
 def test_composite_key_joins_key_columns_with_colons(
-    tmp_path: Path, redis: RedisServer, client: redis_client.Redis[str], prefix: str
+    tmp_path: Path, redis: RedisServer, client: redis_client.Redis, prefix: str
 ) -> None:
     warehouse = tmp_path / "w.duckdb"
     build_mart(
@@ -123,7 +123,7 @@ def test_composite_key_joins_key_columns_with_colons(
 def test_bad_keys_fail_naming_the_field_and_keep_the_published_version(
     tmp_path: Path,
     redis: RedisServer,
-    client: redis_client.Redis[str],
+    client: redis_client.Redis,
     prefix: str,
     select: str,
     key_columns: list[str],
@@ -146,7 +146,7 @@ def test_bad_keys_fail_naming_the_field_and_keep_the_published_version(
 
 
 def test_ttl_covers_rows_and_meta_and_each_publish_renews_it(
-    tmp_path: Path, redis: RedisServer, client: redis_client.Redis[str], prefix: str
+    tmp_path: Path, redis: RedisServer, client: redis_client.Redis, prefix: str
 ) -> None:
     warehouse = tmp_path / "w.duckdb"
     build_mart(warehouse, customers_select(10, 1))
@@ -165,7 +165,7 @@ def test_ttl_covers_rows_and_meta_and_each_publish_renews_it(
 
 
 def test_rerun_is_idempotent_and_leaves_no_old_versions(
-    tmp_path: Path, redis: RedisServer, client: redis_client.Redis[str], prefix: str
+    tmp_path: Path, redis: RedisServer, client: redis_client.Redis, prefix: str
 ) -> None:
     warehouse = tmp_path / "w.duckdb"
     build_mart(warehouse, customers_select(2500, 1))
@@ -184,7 +184,7 @@ def test_rerun_is_idempotent_and_leaves_no_old_versions(
 
 
 def test_an_empty_mart_publishes_an_empty_table(
-    tmp_path: Path, redis: RedisServer, client: redis_client.Redis[str], prefix: str
+    tmp_path: Path, redis: RedisServer, client: redis_client.Redis, prefix: str
 ) -> None:
     warehouse = tmp_path / "w.duckdb"
     env = {REDIS_ENV: redis.url()}
@@ -278,7 +278,7 @@ def test_readers_never_see_a_partial_or_mixed_table(
 
 
 def test_a_target_that_is_down_fails_clearly_and_other_targets_still_publish(
-    tmp_path: Path, redis: RedisServer, client: redis_client.Redis[str], prefix: str
+    tmp_path: Path, redis: RedisServer, client: redis_client.Redis, prefix: str
 ) -> None:
     warehouse = tmp_path / "w.duckdb"
     build_mart(warehouse, customers_select(4, 1))
@@ -382,7 +382,7 @@ def test_the_warehouse_is_free_for_a_writer_while_a_slow_target_is_written(
     )
     with redis_server() as own:
         client = redis_client.Redis.from_url(own.url(), decode_responses=True)
-        client.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")
+        client.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")  # type: ignore[no-untyped-call]
         results: list[Any] = []
         publisher = threading.Thread(
             target=lambda: results.append(
@@ -397,7 +397,7 @@ def test_the_warehouse_is_free_for_a_writer_while_a_slow_target_is_written(
             )  # fmt: skip
             still_publishing = publisher.is_alive()
         finally:
-            client.execute_command("CLIENT", "UNPAUSE")
+            client.execute_command("CLIENT", "UNPAUSE")  # type: ignore[no-untyped-call]
             publisher.join(timeout=60)
 
         assert written.returncode == 0, written.stderr

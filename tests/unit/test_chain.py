@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from duckherd.api import Stage
 from duckherd_operator.chain import LabelRun, StartStage, decide, job_view
 
-PLANNED = ["ingest", "transform", "check", "publish"]
+PLANNED: list[Stage] = ["ingest", "transform", "check", "publish"]
 
 
 def job(
