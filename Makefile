@@ -1,4 +1,6 @@
-# `make check` runs what CI's fast gate runs; `make test` is README's test command (everything).
+# `make check` is the fast gate (lint, types, unit tests). `make test` is README's test command:
+# lint and types first, then the whole suite. CI (.ci/run) runs `make test`, so a lint or type
+# error fails CI in about a minute, before the long suites start.
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -9,20 +11,25 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 setup:
 	@hack/setup.sh
 
+# Every Python file of the repository: the packages, the tests, the benchmarks, hack/*.py.
+PY_PATHS := operator jobs tests benchmarks hack
+
 lint: setup
-	ruff check operator jobs tests benchmarks
-	ruff format --check operator jobs tests benchmarks
+	ruff check $(PY_PATHS)
+	ruff format --check $(PY_PATHS)
 
 typecheck: setup
-	mypy operator/duckherd operator/duckherd_operator jobs/duckherd_jobs
+	mypy $(PY_PATHS)
 
 unit: setup
 	pytest tests/unit -q
 
 check: lint typecheck unit
 
-# The whole suite: unit, jobs (real DuckDB, dbt, GX, PostgreSQL, Redis, HTTP) and e2e (real cluster).
-test: setup
+# Lint and types, then the whole suite: unit, jobs (real DuckDB, dbt, GX, PostgreSQL, Redis,
+# HTTP) and e2e (real cluster). The unit tests run inside the suite, after e2e: the chart tests
+# use the helm binary the cluster build provides (on a fresh CI machine there is none before).
+test: lint typecheck
 	pytest tests -q
 
 crds: setup
