@@ -470,6 +470,15 @@ class Transform(ApiModel):
 
 # --------------------------------------------------------------------------- quality
 
+# Schema validation: judged from the catalog, no scan (jobs: duckherd_jobs.check.schema).
+SchemaExpectationName = Literal[
+    "expect_column_to_exist",
+    "expect_table_columns_to_match_set",
+    "expect_table_columns_to_match_ordered_list",
+    "expect_table_column_count_to_equal",
+    "expect_column_values_to_be_of_type",
+    "expect_column_values_to_be_in_type_list",
+]
 ExpectationName = Literal[
     "expect_column_values_to_not_be_null",
     "expect_column_values_to_be_unique",
@@ -484,6 +493,18 @@ ExpectationName = Literal[
     "expect_table_row_count_change_to_be_within",
     "expect_column_max_to_be_recent",
     "expect_compound_columns_to_be_unique",
+    SchemaExpectationName,
+    # business rules
+    "expect_column_values_to_not_be_in_set",
+    "expect_column_values_to_not_match_regex",
+    "expect_column_distinct_values_to_be_in_set",
+    "expect_column_distinct_values_to_contain_set",
+    "expect_column_value_lengths_to_be_between",
+    "expect_column_median_to_be_between",
+    "expect_column_quantile_values_to_be_between",
+    "expect_column_stdev_to_be_between",
+    "expect_column_proportion_of_unique_values_to_be_between",
+    "expect_column_pair_values_a_to_be_greater_than_b",
 ]
 SUPPORTED_EXPECTATIONS: tuple[str, ...] = get_args(ExpectationName)
 
@@ -498,10 +519,13 @@ class Check(ApiModel):
     )
     expectation: ExpectationName = Field(
         description=(
-            "Great Expectations expectation type. Beyond GX's core set: "
-            "expect_table_row_count_change_to_be_within (kwargs max_change_pct: change versus "
-            "the previous run) and expect_column_max_to_be_recent (kwargs column, max_age: "
-            "a duration such as 24h)."
+            "Great Expectations expectation type (schema: column existence, column set and "
+            "order, column count, DuckDB type names; business rules: nulls, uniqueness, "
+            "ranges, sets, regexes, lengths, aggregates, quantiles, column pairs). Beyond "
+            "GX's core set: expect_table_row_count_change_to_be_within (kwargs "
+            "max_change_pct: change versus the previous run) and "
+            "expect_column_max_to_be_recent (kwargs column, max_age: a duration such as 24h). "
+            "See docs/quality.md."
         )
     )
     kwargs: dict[str, Any] = Field(

@@ -437,3 +437,88 @@ def test_the_pod_entry_point_reports_through_the_termination_log(
     assert (summary.checks.failed, summary.checks.warned) == (1, 1)
     assert capsys.readouterr().out.strip().splitlines()[-1] == termination_log.read_text()
     assert {row[0] for row in _history(warehouse)} == {"run-7"}
+
+
+def test_type_expectations_use_duckdb_type_names(tmp_path: Path) -> None:
+    warehouse = make_warehouse(
+        tmp_path / "warehouse.duckdb",
+        "CREATE SCHEMA marts; CREATE TABLE marts.typed AS SELECT 1.5::DECIMAL(12, 2) AS amount, "
+        "1.5::REAL AS ratio, 2.5::DOUBLE AS score, TIMESTAMPTZ '2024-01-01 00:00:00+00' AS seen, "
+        "1::TINYINT AS tiny, 1::INTEGER AS n",
+    )
+
+    def of_type(column: str, type_: str) -> dict[str, Any]:
+        kwargs = {"column": column, "type_": type_}
+        return {
+            "table": "typed",
+            "expectation": "expect_column_values_to_be_of_type",
+            "kwargs": kwargs,
+            "severity": "warn",
+        }
+
+    cases = [
+        (of_type("amount", "DECIMAL"), True),  # no parameters: any precision and scale
+        (of_type("amount", "decimal(12,2)"), True),
+        (of_type("amount", "DECIMAL(18,3)"), False),
+        (of_type("ratio", "FLOAT"), True),  # REAL and FLOAT are one DuckDB type
+        (of_type("ratio", "DOUBLE"), False),
+        (of_type("score", "DOUBLE"), True),
+        (of_type("seen", "TIMESTAMPTZ"), True),
+        (of_type("seen", "TIMESTAMP"), False),
+        (of_type("tiny", "TINYINT"), True),
+        (of_type("n", "int"), True),  # DuckDB's aliases resolve to its own name
+        (of_type("n", "BIGINT"), False),
+        (
+            {
+                "table": "typed",
+                "expectation": "expect_column_values_to_be_in_type_list",
+                "kwargs": {"column": "n", "type_list": ["BIGINT", "INTEGER"]},
+            },
+            True,
+        ),
+    ]
+    summary = check(warehouse, [case for case, _ in cases])
+    assert summary.checks is not None
+    assert [r.success for r in summary.checks.results] == [expected for _, expected in cases]
+    observed = [
+        json.loads(row[0])
+        for row in query(warehouse, "SELECT observed_value FROM _duckherd.checks ORDER BY rowid")
+    ]
+    assert observed[:4] == ["DECIMAL(12,2)", "DECIMAL(12,2)", "DECIMAL(12,2)", "FLOAT"]
+    assert observed[6] == "TIMESTAMP WITH TIME ZONE"
+
+
+def test_an_unknown_type_name_is_refused_before_any_work(warehouse: Path) -> None:
+    with pytest.raises(CheckConfigError, match=r"kwargs\.type_: not a DuckDB type name: 'INTEGR'"):
+        check(warehouse, [_check("expect_column_values_to_be_of_type", column="n", type_="INTEGR")])
+    with pytest.raises(CheckConfigError, match=r"kwargs\.type_list: not a DuckDB type name"):
+        check(
+            warehouse,
+            [
+                _check(
+                    "expect_column_values_to_be_in_type_list",
+                    column="n",
+                    type_list=["INTEGER", "INT); DROP TABLE x; --"],
+                )
+            ],
+        )
+    assert _history(warehouse) == []
+
+
+def test_column_to_exist_fails_the_check_not_the_stage_for_a_missing_column(
+    warehouse: Path,
+) -> None:
+    summary = check_stage(
+        warehouse,
+        [
+            _check("expect_column_to_exist", column="email"),
+            _check("expect_column_to_exist", severity="warn", column="loyalty_tier"),
+            _check("expect_table_columns_to_match_ordered_list", column_list=["gone"]),
+        ],
+    )
+    assert summary.checks is not None
+    assert [r.success for r in summary.checks.results] == [True, False, False]
+    assert summary.checks.results[1].observed == "loyalty_tier: absent"
+    assert not summary.ok
+    with pytest.raises(CheckTargetError, match="column 'gone' does not exist"):
+        check(warehouse, [_check("expect_column_values_to_be_of_type", column="gone", type_="INT")])

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from duckherd.api import Check, parse_duration
 from duckherd.validation import describe_validation_errors
+from duckherd_jobs.check.schema import normalize_type
 from duckherd_jobs.sql import table_name
 
 ROW_COUNT_CHANGE = "expect_table_row_count_change_to_be_within"
@@ -54,7 +55,15 @@ _DUCKHERD_KWARGS: dict[str, type[BaseModel]] = {
 }
 
 # Success arguments whose GX defaults the pushdown needs even when the spec leaves them out.
-_GX_DEFAULTS = ("mostly", "strict_min", "strict_max")
+_GX_DEFAULTS = (
+    "mostly",
+    "strict_min",
+    "strict_max",
+    "exact_match",
+    "or_equal",
+    "ignore_row_if",
+    "column_index",
+)
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,17 @@ def expectation_class(expectation: str) -> Any:
 
 def _where(position: int, check: Check) -> str:
     return f"quality.checks[{position}] ({check.display_name})"
+
+
+def _check_type_names(position: int, check: Check, kwargs: dict[str, Any]) -> None:
+    """Type expectations name DuckDB types (see `schema.py`): an unknown name is a spec error."""
+    names = [kwargs["type_"]] if "type_" in kwargs else list(kwargs.get("type_list") or [])
+    for name in names:
+        try:
+            normalize_type(str(name))
+        except ValueError as error:
+            field = "type_" if "type_" in kwargs else "type_list"
+            raise CheckConfigError(f"{_where(position, check)}: kwargs.{field}: {error}") from None
 
 
 def _check_regex(position: int, check: Check, regex: str) -> None:
@@ -141,6 +161,8 @@ def plan_checks(checks: list[Check]) -> list[PlannedCheck]:
             kwargs, configuration = _gx_kwargs(position, check, cls)
             if "regex" in kwargs:
                 _check_regex(position, check, str(kwargs["regex"]))
+            if "type_" in kwargs or "type_list" in kwargs:
+                _check_type_names(position, check, kwargs)
         planned.append(
             PlannedCheck(position, check, table_name(check.table), kwargs, configuration)
         )

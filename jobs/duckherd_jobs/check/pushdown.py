@@ -25,7 +25,6 @@ from typing import Any
 import duckdb
 
 from duckherd.api import parse_duration
-from duckherd_jobs.sql import quote_identifier
 
 PARTIAL_UNEXPECTED_COUNT = 20  # GX's default for the SUMMARY result format
 
@@ -58,6 +57,10 @@ class Outcome:
     observed: str
 
 
+# An aggregate over no (non-null) values: GX reports observed_value None and fails.
+NO_VALUES = Outcome(False, {"observed_value": None}, "no values")
+
+
 @dataclass(frozen=True)
 class Situation:
     """What an evaluation needs besides the scan: the time and the previous run's row count."""
@@ -69,9 +72,19 @@ class Situation:
 class TableProbe:
     """Queries beyond the shared scan: uniqueness's GROUP BY, and samples for failed checks."""
 
-    def __init__(self, connection: duckdb.DuckDBPyConnection, relation: str) -> None:
+    def __init__(
+        self,
+        connection: duckdb.DuckDBPyConnection,
+        relation: str,
+        columns: Sequence[tuple[str, str]] = (),
+    ) -> None:
         self._connection = connection
         self.relation = relation
+        self.columns = list(columns)  # (name, DuckDB type) in table order, from the catalog
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A follow-up query (bounded by its author: a LIMIT, an aggregate)."""
+        return [tuple(row) for row in self._connection.execute(sql, list(params)).fetchall()]
 
     def sample(self, columns: Sequence[str], where: Predicate) -> list[tuple[Any, ...]]:
         select = ", ".join(columns)
@@ -132,6 +145,12 @@ def _counts(values: list[Any]) -> list[dict[str, Any]]:
         return [{"error": "partial_exception_counts requires a hashable type"}]
 
 
+def _hashable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(value.values())
+    return tuple(value) if isinstance(value, list) else value
+
+
 def map_result(
     *,
     element_count: int,
@@ -157,18 +176,18 @@ def map_result(
         result["missing_percent"] = _percent(missing_count, element_count)
         result["unexpected_percent_total"] = total
         result["unexpected_percent_nonmissing"] = nonmissing
-    hashable = [tuple(v.values()) if isinstance(v, dict) else v for v in unexpected_list]
+    hashable = [_hashable(v) for v in unexpected_list]
     result["partial_unexpected_counts"] = _counts(hashable)
     return result
 
 
-def _mostly(considered: int, unexpected: int, mostly: float) -> bool:
+def mostly_met(considered: int, unexpected: int, mostly: float) -> bool:
     if considered == 0:
         return True  # GX: vacuously true
     return (considered - unexpected) / considered >= mostly
 
 
-def _map_observed(unexpected: int, considered: int) -> str:
+def map_observed(unexpected: int, considered: int) -> str:
     share = f" ({unexpected / considered * 100:.3g}%)" if considered else ""
     return f"{unexpected} unexpected of {considered}{share}"
 
@@ -192,41 +211,51 @@ class NotNull(Evaluator):
             unexpected_count=unexpected,
             unexpected_list=[None] * min(unexpected, PARTIAL_UNEXPECTED_COUNT),
         )
-        success = _mostly(rows, unexpected, self.mostly)
-        return Outcome(success, result, _map_observed(unexpected, rows))
+        success = mostly_met(rows, unexpected, self.mostly)
+        return Outcome(success, result, map_observed(unexpected, rows))
 
 
-class ColumnValues(Evaluator):
-    """A column map expectation: nulls are missing, not unexpected; `predicate` marks the rest."""
+class RowMap(Evaluator):
+    """A map expectation: each considered row is expected or not (`predicate` marks the
+    unexpected ones); the sample holds the value, or the list of values, of `columns`."""
 
-    def __init__(self, column: str, predicate: Predicate, mostly: float) -> None:
-        self.column = column
-        self.predicate = Predicate(f"{column} IS NOT NULL AND ({predicate.sql})", predicate.params)
-        self.nonnull = Aggregate(f"count({column})")
-        self.unexpected = Aggregate(
-            f"count(*) FILTER (WHERE {self.predicate.sql})", self.predicate.params
-        )
+    def __init__(
+        self, columns: Sequence[str], considered: Aggregate, predicate: Predicate, mostly: float
+    ) -> None:
+        self.columns = list(columns)
+        self.considered = considered
+        self.predicate = predicate
+        self.unexpected = Aggregate(f"count(*) FILTER (WHERE {predicate.sql})", predicate.params)
         self.mostly = mostly
 
     def aggregates(self) -> list[Aggregate]:
-        return [ROW_COUNT, self.nonnull, self.unexpected]
+        return [ROW_COUNT, self.considered, self.unexpected]
 
     def evaluate(
         self, values: Mapping[Aggregate, Any], probe: TableProbe, situation: Situation
     ) -> Outcome:
-        rows, nonnull = int(values[ROW_COUNT]), int(values[self.nonnull])
+        rows, considered = int(values[ROW_COUNT]), int(values[self.considered])
         unexpected = int(values[self.unexpected])
-        sample = []
+        sample: list[Any] = []
         if unexpected:
-            sample = [row[0] for row in probe.sample([self.column], self.predicate)]
+            found = probe.sample(self.columns, self.predicate)
+            sample = [row[0] if len(row) == 1 else list(row) for row in found]
         result = map_result(
             element_count=rows,
-            nonnull_count=nonnull,
+            nonnull_count=considered,
             unexpected_count=unexpected,
             unexpected_list=sample,
         )
-        success = rows == 0 or _mostly(nonnull, unexpected, self.mostly)
-        return Outcome(success, result, _map_observed(unexpected, nonnull))
+        success = rows == 0 or mostly_met(considered, unexpected, self.mostly)
+        return Outcome(success, result, map_observed(unexpected, considered))
+
+
+class ColumnValues(RowMap):
+    """A column map expectation: nulls are missing, not unexpected; `predicate` marks the rest."""
+
+    def __init__(self, column: str, predicate: Predicate, mostly: float) -> None:
+        unexpected = Predicate(f"{column} IS NOT NULL AND ({predicate.sql})", predicate.params)
+        super().__init__([column], Aggregate(f"count({column})"), unexpected, mostly)
 
 
 class Unique(Evaluator):
@@ -275,8 +304,8 @@ class Unique(Evaluator):
             unexpected_count=unexpected,
             unexpected_list=sample,
         )
-        success = rows == 0 or _mostly(considered, unexpected, self.mostly)
-        return Outcome(success, result, _map_observed(unexpected, considered))
+        success = rows == 0 or mostly_met(considered, unexpected, self.mostly)
+        return Outcome(success, result, map_observed(unexpected, considered))
 
 
 def between_predicate(
@@ -353,7 +382,7 @@ class AggregateBetween(Evaluator):
     ) -> Outcome:
         observed = values[self.aggregate]
         if observed is None or (isinstance(observed, float) and math.isnan(observed)):
-            return Outcome(False, {"observed_value": None}, "no values")
+            return NO_VALUES
         min_value, max_value, strict_min, strict_max = self.bounds
         observed, min_value, max_value = align_temporal(observed, min_value, max_value)
         success = in_between(observed, min_value, max_value, strict_min, strict_max)
@@ -404,7 +433,7 @@ class MaxRecent(Evaluator):
     ) -> Outcome:
         seconds = values[self.latest]
         if seconds is None:
-            return Outcome(False, {"observed_value": None}, "no values")
+            return NO_VALUES
         latest = datetime.fromtimestamp(float(seconds), UTC)
         age = situation.now - latest
         details = {
@@ -421,66 +450,6 @@ def _humanize(age: timedelta) -> str:
     sign, seconds = ("-", -seconds) if seconds < 0 else ("", seconds)
     hours, rest = divmod(seconds, 3600)
     return f"{sign}{hours}h{rest // 60:02d}m"
-
-
-_AGGREGATES = {
-    "expect_column_min_to_be_between": "min",
-    "expect_column_max_to_be_between": "max",
-    "expect_column_mean_to_be_between": "avg",
-    "expect_column_sum_to_be_between": "sum",
-}
-
-
-def _in_set_predicate(column: str, value_set: Sequence[Any]) -> Predicate:
-    if not value_set:
-        return Predicate("TRUE")
-    placeholders = ", ".join("?" for _ in value_set)
-    return Predicate(f"{column} NOT IN ({placeholders})", tuple(value_set))
-
-
-def build_evaluator(
-    expectation: str, kwargs: Mapping[str, Any], columns: Mapping[str, str]
-) -> Evaluator:
-    """The evaluator of one expectation; `columns` maps spec names to the table's own names."""
-
-    def col(name: str) -> str:
-        return quote_identifier(columns[name])
-
-    mostly = float(kwargs.get("mostly", 1.0))
-    if expectation == "expect_column_values_to_not_be_null":
-        return NotNull(col(kwargs["column"]), mostly)
-    if expectation == "expect_column_values_to_be_unique":
-        return Unique([col(kwargs["column"])], [kwargs["column"]], mostly)
-    if expectation == "expect_compound_columns_to_be_unique":
-        names = list(kwargs["column_list"])
-        return Unique([col(name) for name in names], names, mostly)
-    if expectation == "expect_column_values_to_be_between":
-        column = col(kwargs["column"])
-        predicate = between_predicate(
-            column,
-            kwargs.get("min_value"),
-            kwargs.get("max_value"),
-            bool(kwargs.get("strict_min")),
-            bool(kwargs.get("strict_max")),
-        )
-        return ColumnValues(column, predicate, mostly)
-    if expectation == "expect_column_values_to_be_in_set":
-        column = col(kwargs["column"])
-        return ColumnValues(column, _in_set_predicate(column, kwargs["value_set"]), mostly)
-    if expectation == "expect_column_values_to_match_regex":
-        column = col(kwargs["column"])
-        predicate = Predicate(f"NOT regexp_matches({column}, ?)", (kwargs["regex"],))
-        return ColumnValues(column, predicate, mostly)
-    if expectation in _AGGREGATES:
-        aggregate = Aggregate(f"{_AGGREGATES[expectation]}({col(kwargs['column'])})")
-        return AggregateBetween(aggregate, kwargs)
-    if expectation == "expect_table_row_count_to_be_between":
-        return AggregateBetween(ROW_COUNT, kwargs)
-    if expectation == "expect_table_row_count_change_to_be_within":
-        return RowCountChange(float(kwargs["max_change_pct"]))
-    if expectation == "expect_column_max_to_be_recent":
-        return MaxRecent(col(kwargs["column"]), str(kwargs["max_age"]))
-    raise ValueError(f"{expectation} has no DuckDB pushdown")
 
 
 def scan(

@@ -13,13 +13,13 @@ from great_expectations.core import ExpectationValidationResult
 
 from duckherd.summary import CheckResult, ChecksSummary, StageSummary, TableSummary
 from duckherd_jobs.check.config import PlannedCheck, plan_checks
+from duckherd_jobs.check.evaluators import build_evaluator, referenced_columns
 from duckherd_jobs.check.pushdown import (
     ROW_COUNT,
     Evaluator,
     Outcome,
     Situation,
     TableProbe,
-    build_evaluator,
     scan,
 )
 from duckherd_jobs.context import StageContext, utc_now
@@ -37,27 +37,21 @@ class CheckComputeError(ValueError):
     """DuckDB refused a check's SQL, typically arguments of the wrong type for the column."""
 
 
-def table_columns(connection: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
-    """Column name (lower-cased, as DuckDB matches them) -> actual name; {} if no such table."""
+def catalog_columns(connection: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
+    """(name, DuckDB type) of each column in table order; [] if there is no such table."""
     schema, _, name = table.partition(".")
     rows = connection.execute(
-        "SELECT column_name FROM information_schema.columns "
+        "SELECT column_name, data_type FROM information_schema.columns "
         "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ? "
         "ORDER BY ordinal_position",
         [schema, name],
     ).fetchall()
-    return {str(row[0]).lower(): str(row[0]) for row in rows}
-
-
-def _referenced_columns(check: PlannedCheck) -> list[str]:
-    if "column_list" in check.kwargs:
-        return [str(name) for name in check.kwargs["column_list"]]
-    return [str(check.kwargs["column"])] if "column" in check.kwargs else []
+    return [(str(row[0]), str(row[1])) for row in rows]
 
 
 def _resolve_columns(check: PlannedCheck, available: dict[str, str]) -> dict[str, str]:
     resolved = {}
-    for name in _referenced_columns(check):
+    for name in referenced_columns(check.check.expectation, check.kwargs):
         if name.lower() not in available:
             known = ", ".join(list(available.values())[:30])
             raise CheckTargetError(
@@ -89,7 +83,8 @@ def check_table(
     situation: Situation,
 ) -> tuple[int, list[Outcome]]:
     """All checks of one table from one scan; returns the row count and each check's outcome."""
-    available = table_columns(connection, table)
+    catalog = catalog_columns(connection, table)
+    available = {column.lower(): column for column, _ in catalog}
     if not available:
         names = ", ".join(check.name for check in checks)
         raise CheckTargetError(f"table {table} does not exist (checked by: {names})")
@@ -101,7 +96,7 @@ def check_table(
     aggregates = [ROW_COUNT] + [a for e in evaluators for a in e.aggregates()]
     try:
         values = scan(connection, relation, aggregates)
-        probe = TableProbe(connection, relation)
+        probe = TableProbe(connection, relation, catalog)
         outcomes = [e.evaluate(values, probe, situation) for e in evaluators]
     except duckdb.Error as error:
         raise CheckComputeError(_culprit(connection, relation, checks, evaluators, error)) from None
