@@ -6,7 +6,7 @@ from typing import Any
 
 from duckherd.api import DataPipelineStatus, RunStatus, StageResult
 from duckherd_operator.chain import JobView, Run
-from duckherd_operator.reconcile import observe_run
+from duckherd_operator.observe import observe_run
 
 
 def _job(state: str) -> JobView:

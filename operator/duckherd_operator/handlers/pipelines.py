@@ -8,15 +8,11 @@ import kopf
 
 from duckherd.api import GROUP, PLURAL, VERSION
 from duckherd_operator import state
+from duckherd_operator.actions import PipelineBusy, apply_children, post_events, start_run_now
 from duckherd_operator.builders import ANNOTATION_RUN_NOW, run_now_job_name
-from duckherd_operator.reconcile import (
-    PipelineBusy,
-    apply_children,
-    parse_pipeline,
-    reconcile_body,
-    start_run_now,
-    sync,
-)
+from duckherd_operator.reconcile import reconcile_body, sync
+from duckherd_operator.report import Notice
+from duckherd_operator.validation import parse_pipeline
 
 RESOURCE = (GROUP, VERSION, PLURAL)
 
@@ -43,7 +39,8 @@ async def run_now(body: kopf.Body, old: Any, reason: str, logger: kopf.Logger, *
         return
     parsed = parse_pipeline(dict(body))
     if parsed.pipeline is None:
-        kopf.warn(body, reason="RunNowIgnored", message="the spec is invalid")
+        notice = Notice("Warning", "RunNowIgnored", "the spec is invalid")
+        await post_events(state.kube(), dict(body), [notice])
         return
     await apply_children(state.kube(), parsed.pipeline)
     job_name = run_now_job_name(parsed.pipeline.name, value)
@@ -53,6 +50,7 @@ async def run_now(body: kopf.Body, old: Any, reason: str, logger: kopf.Logger, *
         # One writer per warehouse: the manual run waits for the current one to end.
         raise kopf.TemporaryError(f"manual run deferred: {busy}", delay=15) from busy
     if started:
-        kopf.event(body, type="Normal", reason="RunStarted", message=f"manual run {job_name}")
+        notice = Notice("Normal", "RunStarted", f"manual run {job_name}")
+        await post_events(state.kube(), dict(body), [notice])
         logger.info("manual run %s started", job_name)
     await sync(state.kube(), parsed.pipeline.namespace, parsed.pipeline.name)

@@ -11,6 +11,7 @@ from typing import Any
 import kopf
 
 from duckherd_operator import state
+from duckherd_operator.logs import quiet_routine_logs
 
 
 @kopf.on.startup()
@@ -25,9 +26,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix="kopf.duckherd.io", key="last-handled-configuration"
     )
     # Kopf's own log lines become Events only from WARNING up (no "handler succeeded" spam);
-    # our Normal Events go through kopf.event(), which that level does not filter.
+    # our Events are written by our client (actions.post_events), which that level does not
+    # filter.
     settings.posting.level = logging.WARNING
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    quiet_routine_logs()
     settings.watching.server_timeout = 300
     settings.batching.error_delays = [1, 5, 15, 30, 60]
 

@@ -1,0 +1,127 @@
+"""API actions: the writes that move a pipeline on (children, stage Jobs, labels, status).
+
+Each action is idempotent: children are server-side applied, Jobs have deterministic names
+(a second create is a no-op), and label and status patches converge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from duckherd.api import API_VERSION, KIND
+from duckherd_operator import metrics
+from duckherd_operator.builders import (
+    LABEL_PIPELINE,
+    LABEL_RUN_ID,
+    LABEL_TRIGGER,
+    Pipeline,
+    build_children,
+    build_stage_job,
+    chained_job_name,
+    cronjob_name,
+)
+from duckherd_operator.chain import LabelRun, StartStage, job_view
+from duckherd_operator.kube import Kube, collection_path, object_path
+from duckherd_operator.report import Notice, event_manifest
+
+log = logging.getLogger("duckherd.operator")
+
+_locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+
+def pipeline_lock(namespace: str, name: str) -> asyncio.Lock:
+    """One reconciler at a time per pipeline (Job events, the resync and run-now race)."""
+    return _locks.setdefault((namespace, name), asyncio.Lock())
+
+
+async def apply_children(kube: Kube, pipeline: Pipeline) -> None:
+    for manifest in build_children(pipeline):
+        await kube.apply(manifest)
+    metrics.CHILDREN_APPLIED.inc()
+
+
+async def _cronjob_uid(kube: Kube, pipeline: Pipeline, stage: str) -> str | None:
+    """Stage Jobs are owned by their stage's CronJob (garbage collection, `kubectl get`)."""
+    cronjob = await kube.get(
+        object_path("batch/v1", "CronJob", pipeline.namespace, cronjob_name(pipeline.name, stage))
+    )
+    return str(cronjob["metadata"]["uid"]) if cronjob else None
+
+
+async def start_stage(kube: Kube, pipeline: Pipeline, action: StartStage) -> None:
+    job = build_stage_job(
+        pipeline,
+        action.stage,
+        name=chained_job_name(pipeline.name, action.stage, action.run_id),
+        run_id=action.run_id,
+        trigger=action.trigger,
+        cronjob_uid=await _cronjob_uid(kube, pipeline, action.stage),
+    )
+    if await kube.create(job) is not None:
+        metrics.STAGES_STARTED.labels(stage=action.stage).inc()
+
+
+async def label_run(kube: Kube, namespace: str, action: LabelRun) -> None:
+    await kube.merge_patch(
+        object_path("batch/v1", "Job", namespace, action.job),
+        {"metadata": {"labels": {LABEL_RUN_ID: action.run_id, LABEL_TRIGGER: action.trigger}}},
+    )
+
+
+async def perform(kube: Kube, pipeline: Pipeline, actions: list[StartStage | LabelRun]) -> None:
+    for action in actions:
+        if isinstance(action, StartStage):
+            await start_stage(kube, pipeline, action)
+        else:
+            await label_run(kube, pipeline.namespace, action)
+
+
+class PipelineBusy(RuntimeError):
+    """A stage Job of the pipeline is active: a new run would be a second writer."""
+
+
+async def start_run_now(kube: Kube, pipeline: Pipeline, job_name: str) -> bool:
+    """Start a manual run at the first stage; False when that Job already exists.
+
+    Raises PipelineBusy while another stage Job is active (the caller retries later)."""
+    async with pipeline_lock(pipeline.namespace, pipeline.name):
+        jobs = await kube.list(
+            collection_path("batch/v1", "Job", pipeline.namespace),
+            f"{LABEL_PIPELINE}={pipeline.name}",
+        )
+        views = [v for job in jobs if (v := job_view(job)) is not None]
+        if any(v.name == job_name for v in views):
+            return False
+        active = [v.name for v in views if v.active]
+        if active:
+            raise PipelineBusy(f"stage Job {active[0]} is active")
+        job = build_stage_job(
+            pipeline,
+            "ingest",
+            name=job_name,
+            run_id=job_name,
+            trigger="Manual",
+            cronjob_uid=await _cronjob_uid(kube, pipeline, "ingest"),
+        )
+        return await kube.create(job) is not None
+
+
+async def patch_status(kube: Kube, namespace: str, name: str, patch: dict[str, Any]) -> None:
+    await kube.merge_patch(
+        object_path(API_VERSION, KIND, namespace, name) + "/status", {"status": patch}
+    )
+    metrics.STATUS_PATCHES.inc()
+
+
+async def post_events(kube: Kube, body: dict[str, Any], notices: Iterable[Notice]) -> None:
+    """Write the Events through our client (Kopf's poster only serves its handlers' tasks, not
+    the resync loop). An Event that cannot be written is logged; reconciliation goes on."""
+    for notice in notices:
+        try:
+            await kube.create(event_manifest(body, notice, datetime.now(UTC)))
+        except Exception as error:  # an Event is a courtesy; status already says it
+            log.warning("could not post Event %s: %s", notice.reason, error)

@@ -1,0 +1,114 @@
+"""Pure observation: what the cluster's Jobs and Pods say about a run.
+
+Nothing here calls the API; the inputs are the objects the reconciler listed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from duckherd.api import DataPipelineSpec, DataPipelineStatus
+from duckherd.status import Problem, RunObservation, StageObservation, rfc3339
+from duckherd.summary import StageSummary, SummaryError, decode
+from duckherd_operator.chain import JobView, Run
+
+_OPEN = ("Pending", "Running")
+
+
+def next_schedule_time(spec: DataPipelineSpec, now: datetime) -> str:
+    zone = ZoneInfo(spec.timeZone) if spec.timeZone else UTC
+    following = croniter(spec.schedule, now.astimezone(zone)).get_next(datetime)
+    return rfc3339(following)
+
+
+def pods_by_job(pods: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Stage pods grouped by the Job that owns them (the `job-name` label)."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for pod in pods:
+        job_name = (pod["metadata"].get("labels") or {}).get("job-name")
+        if job_name:
+            grouped.setdefault(job_name, []).append(pod)
+    return grouped
+
+
+def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated")
+        if terminated:
+            return dict(terminated)
+    return None
+
+
+def waiting_problem(pod: dict[str, Any]) -> Problem | None:
+    """Why a pod cannot start (a missing Secret, an image that cannot be pulled), if it cannot."""
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        if reason == "CreateContainerConfigError":
+            message = waiting.get("message", "")
+            cause = "MissingSecret" if "secret" in message.lower() else "PodConfigError"
+            return Problem(cause, f"pod {pod['metadata']['name']}: {message}")
+        if reason in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName"):
+            return Problem("ImagePullFailed", f"pod {pod['metadata']['name']}: {reason}")
+    return None
+
+
+def run_problem(run: Run, pods: dict[str, list[dict[str, Any]]]) -> Problem | None:
+    """The first reason an active stage of the run is stuck, if any."""
+    active = [pod for job in run.jobs if job.active for pod in pods.get(job.name, [])]
+    return next((problem for pod in active if (problem := waiting_problem(pod))), None)
+
+
+def _summary_from_pods(
+    job: JobView, pods: list[dict[str, Any]]
+) -> tuple[StageSummary | None, str | None]:
+    """The stage summary of a finished Job, or a message saying why there is none."""
+    finished = [(p, t) for p in pods if (t := _terminated(p)) is not None]
+    if not finished:
+        return None, None
+    finished.sort(key=lambda pt: pt[1].get("finishedAt") or "")
+    pod, terminated = finished[-1]
+    try:
+        return decode(terminated.get("message"), stage=job.stage), None
+    except SummaryError as error:
+        exit_code = terminated.get("exitCode")
+        return None, f"pod {pod['metadata']['name']} (exit {exit_code}): {error}"
+
+
+def observe_run(
+    run: Run, pods: dict[str, list[dict[str, Any]]], previous: DataPipelineStatus
+) -> RunObservation:
+    earlier = {}
+    if previous.lastRun is not None and previous.lastRun.id == run.run_id:
+        earlier = {s.job: s for s in previous.lastRun.stages if s.job}
+    stages = []
+    for job in run.jobs:
+        summary, problem = (None, None)
+        state = job.state
+        if not job.active:
+            summary, problem = _summary_from_pods(job, pods.get(job.name, []))
+            kept = earlier.get(job.name)
+            if summary is None and problem is None and kept and kept.result not in _OPEN:
+                # The pod is gone (history limits); what status recorded is still true.
+                state, problem = kept.result, kept.message
+            elif summary is None:
+                # A finished stage must explain itself: no readable summary is a failure.
+                state = "Failed"
+                problem = problem or "no termination message (the pod is gone)"
+        stages.append(
+            StageObservation(
+                stage=job.stage,
+                job=job.name,
+                state=state,
+                start_time=job.start_time,
+                completion_time=job.completion_time,
+                summary=summary,
+                message=problem,
+            )
+        )
+    return RunObservation(run_id=run.run_id, trigger=run.trigger, stages=tuple(stages))
