@@ -77,9 +77,7 @@ async def _chain_and_observe(
     await perform(kube, pipeline, actions)
     if latest is None:
         return None, None
-    pods = pods_by_job(
-        await kube.list(collection_path("v1", "Pod", pipeline.namespace), selector)
-    )
+    pods = pods_by_job(await kube.list(collection_path("v1", "Pod", pipeline.namespace), selector))
     return observe_run(latest, pods, previous), run_problem(latest, pods)
 
 

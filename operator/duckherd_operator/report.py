@@ -15,6 +15,7 @@ from duckherd.api import DataPipelineStatus, RunStatus
 from duckherd.status import DATA_READY, NOT_YET_REASONS, READY, get_condition, rfc3339
 from duckherd_operator.kube import FIELD_MANAGER
 
+
 @dataclass(frozen=True)
 class Notice:
     """One Kubernetes Event about a pipeline."""
@@ -61,9 +62,7 @@ def _run_notices(old: RunStatus | None, new: RunStatus | None) -> list[Notice]:
     return [Notice("Warning", f"Run{new.result}", f"run {new.id}: {new.result.lower()}")]
 
 
-def _condition_notices(
-    type: str, old: DataPipelineStatus, new: DataPipelineStatus
-) -> list[Notice]:
+def _condition_notices(type: str, old: DataPipelineStatus, new: DataPipelineStatus) -> list[Notice]:
     """Ready (deployment) and DataReady (data): Warning when one turns bad, with the cause."""
     before = get_condition(old.conditions, type)
     after = get_condition(new.conditions, type)

@@ -75,13 +75,15 @@ async def test_a_finished_stage_chains_the_next_and_reports_it(
 
         await eventually(
             "status with the running transform",
-            lambda: _stage_results(kmock) == {"ingest": "Succeeded", "transform": "Pending"},
+            lambda: (
+                _stage_results(kmock) == {"ingest": "Succeeded", "transform": "Pending"}
+                and pipeline_status(kmock).get("observedGeneration") == 1
+            ),  # children applied
             lambda: pipeline_status(kmock),
         )
         status = pipeline_status(kmock)
         assert status["lastRun"]["id"] == INGEST_JOB
         assert status["lastRun"]["result"] == "Running"
-        assert status["observedGeneration"] == 1
         await eventually(
             "a StageSucceeded Event for ingest",
             lambda: ("StageSucceeded", f"ingest ({INGEST_JOB}) succeeded") in _event_reasons(kmock),
