@@ -505,6 +505,8 @@ ExpectationName = Literal[
     "expect_column_stdev_to_be_between",
     "expect_column_proportion_of_unique_values_to_be_between",
     "expect_column_pair_values_a_to_be_greater_than_b",
+    # referential integrity (Duckherd's; dbt's `relationships` test)
+    "expect_column_values_to_exist_in_table",
 ]
 SUPPORTED_EXPECTATIONS: tuple[str, ...] = get_args(ExpectationName)
 
@@ -524,7 +526,9 @@ class Check(ApiModel):
             "ranges, sets, regexes, lengths, aggregates, quantiles, column pairs). Beyond "
             "GX's core set: expect_table_row_count_change_to_be_within (kwargs "
             "max_change_pct: change versus the previous run) and "
-            "expect_column_max_to_be_recent (kwargs column, max_age: a duration such as 24h). "
+            "expect_column_max_to_be_recent (kwargs column, max_age: a duration such as 24h), "
+            "expect_column_values_to_exist_in_table (a foreign key: kwargs column or "
+            "column_list, to_table, to_column or to_column_list, mostly). "
             "See docs/quality.md."
         )
     )

@@ -522,3 +522,114 @@ def test_column_to_exist_fails_the_check_not_the_stage_for_a_missing_column(
     assert not summary.ok
     with pytest.raises(CheckTargetError, match="column 'gone' does not exist"):
         check(warehouse, [_check("expect_column_values_to_be_of_type", column="gone", type_="INT")])
+
+
+ORDERS_SQL = """
+CREATE TABLE marts.orders AS SELECT * FROM (VALUES
+    (1, 1, 5), (2, 2, 0), (3, 999, 1), (4, NULL, 2), (5, 999, 2), (6, 998, 4), (7, 3, NULL)
+) AS t(order_id, customer_id, segment);
+"""
+EXIST_IN_TABLE = "expect_column_values_to_exist_in_table"
+
+
+def _orders_check(severity: str = "error", **kwargs: Any) -> dict[str, Any]:
+    return {
+        "table": "orders",
+        "expectation": EXIST_IN_TABLE,
+        "kwargs": kwargs,
+        "severity": severity,
+    }
+
+
+def test_referential_integrity_counts_orphans_and_samples_them(warehouse: Path) -> None:
+    with duckdb.connect(str(warehouse)) as connection:
+        connection.execute(ORDERS_SQL)
+    summary = check_stage(
+        warehouse,
+        [
+            _orders_check(column="customer_id", to_table="customers"),
+            _orders_check(column="order_id", to_table="marts.customers", to_column="Months_Active"),
+            _orders_check("warn", column="customer_id", to_table="customers", mostly=0.5),
+        ],
+    )
+    assert summary.checks is not None
+    assert [r.success for r in summary.checks.results] == [False, True, True]
+    assert summary.checks.results[0].observed == (
+        "3 orphan(s) of 6 not in marts.customers(customer_id)"
+    )
+    stored = json.loads(query(warehouse, "SELECT result FROM _duckherd.checks LIMIT 1")[0][0])
+    result = stored["result"]
+    # dbt's relationships: NULL keys are not checked (GX's missing), orphans are unexpected.
+    assert (result["element_count"], result["missing_count"], result["unexpected_count"]) == (
+        7,
+        1,
+        3,
+    )
+    assert sorted(result["partial_unexpected_list"]) == [998, 999, 999]
+    assert result["partial_unexpected_counts"] == [
+        {"value": 999, "count": 2},
+        {"value": 998, "count": 1},
+    ]
+    assert result["details"] == {"to": "marts.customers(customer_id)", "orphan_count": 3}
+    assert not summary.ok
+    assert summary.error is not None and "3 orphan(s)" in summary.error
+
+
+def test_referential_integrity_on_a_composite_key(warehouse: Path) -> None:
+    with duckdb.connect(str(warehouse)) as connection:
+        connection.execute(ORDERS_SQL)
+    summary = check(
+        warehouse,
+        [
+            _orders_check(
+                "warn",
+                column_list=["customer_id", "segment"],
+                to_table="customers",
+                to_column_list=["customer_id", "segment"],
+            )
+        ],
+    )
+    stored = json.loads(query(warehouse, "SELECT result FROM _duckherd.checks")[0][0])
+    result = stored["result"]
+    # (1, 5): customer 1 has segment 1; (2, 0): customer 2 has segment 2; 999 and 998 do not
+    # exist; (3, NULL) and (NULL, 2) are not checked.
+    assert (result["missing_count"], result["unexpected_count"]) == (2, 5)
+    assert {"customer_id": 1, "segment": 5} in result["partial_unexpected_list"]
+    assert summary.checks is not None and not summary.checks.results[0].success
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"column": "customer_id", "to_table": "gone"}, CheckTargetError, "marts.gone does not"),
+        (
+            {"column": "customer_id", "to_table": "customers", "to_column": "nope"},
+            CheckTargetError,
+            "column 'nope' does not exist in related table marts.customers",
+        ),
+        ({"to_table": "customers"}, CheckConfigError, "give either column or column_list"),
+        (
+            {"column_list": ["customer_id"], "to_table": "customers", "to_column_list": []},
+            CheckConfigError,
+            "kwargs.to_column_list",
+        ),
+        (
+            {"column": "customer_id", "to_table": "Customers; DROP"},
+            CheckConfigError,
+            "kwargs.to_table",
+        ),
+        (
+            {"column": "customer_id", "to_table": "customers", "to_column": "email"},
+            CheckComputeError,
+            "on marts.orders",
+        ),
+    ],
+)
+def test_referential_integrity_bad_input_is_named(
+    warehouse: Path, kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with duckdb.connect(str(warehouse)) as connection:
+        connection.execute(ORDERS_SQL)
+    with pytest.raises(error, match=message):
+        check(warehouse, [_orders_check(**kwargs)])
+    assert _history(warehouse) == []

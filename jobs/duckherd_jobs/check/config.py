@@ -14,10 +14,18 @@ import duckdb
 import great_expectations.expectations as gx_expectations
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 from great_expectations.expectations.metadata_types import FailureSeverity
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from duckherd.api import Check, parse_duration
 from duckherd.validation import describe_validation_errors
+from duckherd_jobs.check.referential import EXIST_IN_TABLE
 from duckherd_jobs.check.schema import normalize_type
 from duckherd_jobs.sql import table_name
 
@@ -49,9 +57,39 @@ class _MaxRecentKwargs(BaseModel):
         return value
 
 
+class _ExistInTableKwargs(BaseModel):
+    """A foreign key: `column` (or `column_list`) of this table -> `to_column` (or
+    `to_column_list`, default: the same names) of `to_table`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    column: str | None = Field(default=None, min_length=1)
+    column_list: list[str] | None = Field(default=None, min_length=1)
+    to_table: str = Field(pattern=r"^([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$")
+    to_column: str | None = Field(default=None, min_length=1)
+    to_column_list: list[str] | None = Field(default=None, min_length=1)
+    mostly: float = Field(default=1.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_key(self) -> _ExistInTableKwargs:
+        if (self.column is None) == (self.column_list is None):
+            raise ValueError("give either column or column_list")
+        if self.column_list is None and self.to_column_list is not None:
+            raise ValueError("to_column_list goes with column_list (use to_column)")
+        if self.column_list is not None:
+            if self.to_column is not None:
+                raise ValueError("to_column goes with column (use to_column_list)")
+            if self.to_column_list is not None and len(self.to_column_list) != len(
+                self.column_list
+            ):
+                raise ValueError("to_column_list must name as many columns as column_list")
+        return self
+
+
 _DUCKHERD_KWARGS: dict[str, type[BaseModel]] = {
     ROW_COUNT_CHANGE: _RowCountChangeKwargs,
     MAX_RECENT: _MaxRecentKwargs,
+    EXIST_IN_TABLE: _ExistInTableKwargs,
 }
 
 # Success arguments whose GX defaults the pushdown needs even when the spec leaves them out.
@@ -138,7 +176,7 @@ def _duckherd_kwargs(position: int, check: Check) -> tuple[dict[str, Any], Any]:
     except ValidationError as error:
         details = describe_validation_errors(error.errors(), "kwargs")
         raise CheckConfigError(f"{_where(position, check)}: {details}") from None
-    kwargs = model.model_dump()
+    kwargs = model.model_dump(exclude_none=True)
     configuration = ExpectationConfiguration(
         type=check.expectation, kwargs=dict(kwargs), severity=GX_SEVERITY[check.severity]
     )

@@ -18,6 +18,12 @@ from duckherd_jobs.check.pushdown import (
     Unique,
     between_predicate,
 )
+from duckherd_jobs.check.referential import (
+    EXIST_IN_TABLE,
+    ExistInTable,
+    RelatedKey,
+    key_columns,
+)
 from duckherd_jobs.check.rules import (
     ColumnPairGreater,
     DistinctValuesContainSet,
@@ -90,9 +96,13 @@ def referenced_columns(expectation: str, kwargs: Mapping[str, Any]) -> list[str]
 
 
 def build_evaluator(
-    expectation: str, kwargs: Mapping[str, Any], columns: Mapping[str, str]
+    expectation: str,
+    kwargs: Mapping[str, Any],
+    columns: Mapping[str, str],
+    related: RelatedKey | None = None,
 ) -> Evaluator:
-    """The evaluator of one expectation; `columns` maps spec names to the table's own names."""
+    """The evaluator of one expectation; `columns` maps spec names to the table's own names,
+    `related` is the resolved parent key of a referential check."""
 
     def col(name: str) -> str:
         return quote_identifier(columns[name])
@@ -118,6 +128,10 @@ def build_evaluator(
         return Unique([col(name) for name in names], names, mostly)
     if expectation == "expect_table_row_count_to_be_between":
         return AggregateBetween(ROW_COUNT, kwargs)
+    if expectation == EXIST_IN_TABLE:
+        assert related is not None, "a referential check needs its related table resolved"
+        names = key_columns(kwargs)[0]
+        return ExistInTable([col(name) for name in names], names, related, mostly)
     return _build_other(expectation, kwargs, col, mostly)
 
 

@@ -22,8 +22,9 @@ from duckherd_jobs.check.pushdown import (
     TableProbe,
     scan,
 )
+from duckherd_jobs.check.referential import EXIST_IN_TABLE, RelatedKey, key_columns
 from duckherd_jobs.context import StageContext, utc_now
-from duckherd_jobs.sql import qualified
+from duckherd_jobs.sql import qualified, quote_identifier, table_name
 from duckherd_jobs.warehouse import connect
 
 OBSERVED_MAX_CHARS = 200
@@ -62,6 +63,27 @@ def _resolve_columns(check: PlannedCheck, available: dict[str, str]) -> dict[str
     return resolved
 
 
+def resolve_related(connection: duckdb.DuckDBPyConnection, check: PlannedCheck) -> RelatedKey:
+    """The parent table and key columns of a referential check, as the catalog names them."""
+    table = table_name(str(check.kwargs["to_table"]))
+    available = {name.lower(): name for name, _ in catalog_columns(connection, table)}
+    if not available:
+        raise CheckTargetError(f"check {check.name}: related table {table} does not exist")
+    names = []
+    for name in key_columns(check.kwargs)[1]:
+        if name.lower() not in available:
+            raise CheckTargetError(
+                f"check {check.name}: column {name!r} does not exist in related table {table}"
+            )
+        names.append(available[name.lower()])
+    return RelatedKey(
+        table=table,
+        relation=qualified(table),
+        columns=tuple(quote_identifier(name) for name in names),
+        names=tuple(names),
+    )
+
+
 def previous_row_count(
     connection: duckdb.DuckDBPyConnection, table: str, run_id: str
 ) -> int | None:
@@ -89,7 +111,12 @@ def check_table(
         names = ", ".join(check.name for check in checks)
         raise CheckTargetError(f"table {table} does not exist (checked by: {names})")
     evaluators = [
-        build_evaluator(c.check.expectation, c.kwargs, _resolve_columns(c, available))
+        build_evaluator(
+            c.check.expectation,
+            c.kwargs,
+            _resolve_columns(c, available),
+            resolve_related(connection, c) if c.check.expectation == EXIST_IN_TABLE else None,
+        )
         for c in checks
     ]
     relation = qualified(table)
