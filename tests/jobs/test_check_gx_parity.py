@@ -354,7 +354,9 @@ def test_type_expectations_agree_with_gx_sql_engine(tmp_path: Path) -> None:
         for (column, names), result in zip(TYPE_CASES, ours, strict=True):
             translated = [GX_TYPE_NAMES.get(name, name) for name in names]
             expectation, kwargs = _type_check(column, translated)
-            theirs = reference.validate("marts.typed", expectation, kwargs).to_json_dict()
+            theirs: dict[str, Any] = reference.validate(
+                "marts.typed", expectation, kwargs
+            ).to_json_dict()
             assert result["success"] == theirs["success"], (column, names, theirs["result"])
             assert set(result["result"]) == set(theirs["result"]) == {"observed_value"}
             observed = result["result"]["observed_value"]
