@@ -22,6 +22,7 @@ import yaml
 from pydantic import ValidationError
 
 from duckherd.api import STAGES, DataPipeline, Stage
+from duckherd.contract import ENV_JOB_NAME, ENV_SOURCE_URL_PREFIX
 from duckherd.status import rfc3339
 from duckherd.summary import StageSummary, encode
 from duckherd.validation import describe_validation_errors
@@ -60,9 +61,6 @@ def load_manifest(path: Path) -> DataPipeline:
     return apply_source_url_overrides(pipeline, os.environ)
 
 
-SOURCE_URL_ENV_PREFIX = "DUCKHERD_SOURCE_URL_"
-
-
 def apply_source_url_overrides(pipeline: DataPipeline, env: Mapping[str, str]) -> DataPipeline:
     """`DUCKHERD_SOURCE_URL_<NAME>` replaces the URL of the http/file source `<name>`.
 
@@ -70,18 +68,18 @@ def apply_source_url_overrides(pipeline: DataPipeline, env: Mapping[str, str]) -
     local run points it at a server on this machine (hack/demo.sh) without editing the file.
     """
     for source in pipeline.spec.sources:
-        override = env.get(SOURCE_URL_ENV_PREFIX + source.name.upper())
+        override = env.get(ENV_SOURCE_URL_PREFIX + source.name.upper())
         if not override:
             continue
         if not re.match(r"^https?://", override):
-            raise ManifestError(f"{SOURCE_URL_ENV_PREFIX}{source.name.upper()}: not an http(s) URL")
+            raise ManifestError(f"{ENV_SOURCE_URL_PREFIX}{source.name.upper()}: not an http(s) URL")
         if source.http is not None:
             source.http.url = override
         elif source.file is not None and source.file.url is not None:
             source.file.url = override
         else:
             raise ManifestError(
-                f"{SOURCE_URL_ENV_PREFIX}{source.name.upper()}: source {source.name!r} "
+                f"{ENV_SOURCE_URL_PREFIX}{source.name.upper()}: source {source.name!r} "
                 "has no URL to override"
             )
     return pipeline
@@ -152,7 +150,7 @@ def run_stage_cli(
         warehouse=warehouse,
         # Chained Jobs carry a run-id label; a Job started by its CronJob (schedule or
         # `kubectl create job --from`) starts a run named after itself.
-        run_id=run_id or os.environ.get("DUCKHERD_JOB_NAME") or new_run_id(),
+        run_id=run_id or os.environ.get(ENV_JOB_NAME) or new_run_id(),
         manifest_dir=spec_path.parent,
     )
     summary = run_stage(typed_stage, ctx)

@@ -28,6 +28,8 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
+from duckherd.contract import ENV_SECRET_PREFIX
+
 GROUP = "duckherd.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -130,7 +132,7 @@ class SecretKeyRef(ApiModel):
     @property
     def env_name(self) -> str:
         """The env var a stage pod receives this key in (the operator maps it from the Secret)."""
-        return "DUCKHERD_SECRET_" + re.sub(r"[^A-Z0-9]", "_", f"{self.name}_{self.key}".upper())
+        return ENV_SECRET_PREFIX + re.sub(r"[^A-Z0-9]", "_", f"{self.name}_{self.key}".upper())
 
     def resolve(self, env: Mapping[str, str]) -> str:
         """The secret value from the environment; the error names the reference, not the value."""

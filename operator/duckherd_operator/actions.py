@@ -13,11 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from duckherd.api import API_VERSION, KIND
+from duckherd.contract import LABEL_PIPELINE, LABEL_RUN_ID, LABEL_TRIGGER
 from duckherd_operator import metrics
 from duckherd_operator.builders import (
-    LABEL_PIPELINE,
-    LABEL_RUN_ID,
-    LABEL_TRIGGER,
     Pipeline,
     build_children,
     build_stage_job,

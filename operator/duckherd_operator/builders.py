@@ -19,18 +19,27 @@ from duckherd.api import (
     Stage,
     iter_secret_refs,
 )
+from duckherd.contract import (
+    ANNOTATION_GENERATION,
+    DBT_CONFIGMAP_MOUNT,
+    ENV_JOB_NAME,
+    ENV_RUN_ID,
+    ENV_SPEC,
+    ENV_WAREHOUSE,
+    LABEL_JOB_NAME,
+    LABEL_PIPELINE,
+    LABEL_RUN_ID,
+    LABEL_STAGE,
+    LABEL_TRIGGER,
+    SPEC_FILE,
+    SPEC_MOUNT,
+    SPEC_PATH,
+    TERMINATION_LOG,
+    WAREHOUSE_MOUNT,
+    WAREHOUSE_PATH,
+)
 
 MANAGER = "duckherd"
-LABEL_PIPELINE = "duckherd.io/pipeline"
-LABEL_STAGE = "duckherd.io/stage"
-LABEL_RUN_ID = "duckherd.io/run-id"
-LABEL_TRIGGER = "duckherd.io/trigger"
-ANNOTATION_RUN_NOW = "duckherd.io/run-now"
-SPEC_MOUNT = "/etc/duckherd"
-SPEC_FILE = "pipeline.yaml"
-WAREHOUSE_MOUNT = "/warehouse"
-WAREHOUSE_FILE = "warehouse.duckdb"
-DBT_CONFIGMAP_MOUNT = "/etc/duckherd/dbt-project"
 # A CronJob must have a valid schedule even when only the operator (or a user) starts it.
 UNSCHEDULED = "0 0 31 2 *"
 
@@ -133,15 +142,15 @@ def build_warehouse_pvc(pipeline: Pipeline) -> dict[str, Any] | None:
 
 def _env(pipeline: Pipeline, stage: Stage) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
-        {"name": "DUCKHERD_SPEC", "value": f"{SPEC_MOUNT}/{SPEC_FILE}"},
-        {"name": "DUCKHERD_WAREHOUSE", "value": f"{WAREHOUSE_MOUNT}/{WAREHOUSE_FILE}"},
+        {"name": ENV_SPEC, "value": SPEC_PATH},
+        {"name": ENV_WAREHOUSE, "value": WAREHOUSE_PATH},
         {
-            "name": "DUCKHERD_RUN_ID",
+            "name": ENV_RUN_ID,
             "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{LABEL_RUN_ID}']"}},
         },
         {
-            "name": "DUCKHERD_JOB_NAME",
-            "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['job-name']"}},
+            "name": ENV_JOB_NAME,
+            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{LABEL_JOB_NAME}']"}},
         },
     ]
     for ref in iter_secret_refs(pipeline.spec, stage):
@@ -194,7 +203,7 @@ def build_pod_spec(pipeline: Pipeline, stage: Stage) -> dict[str, Any]:
         "env": _env(pipeline, stage),
         "volumeMounts": mounts,
         "securityContext": _restricted_container_security(),
-        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if pod.resources is not None:
@@ -312,7 +321,7 @@ def build_stage_job(
         "name": name,
         "namespace": pipeline.namespace,
         "labels": job_labels,
-        "annotations": {"duckherd.io/generation": str(pipeline.generation)},
+        "annotations": {ANNOTATION_GENERATION: str(pipeline.generation)},
     }
     if cronjob_uid:
         metadata["ownerReferences"] = [

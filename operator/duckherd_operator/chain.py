@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from duckherd.api import STAGES, Stage
-from duckherd_operator.builders import LABEL_RUN_ID, LABEL_STAGE, LABEL_TRIGGER
+from duckherd.contract import LABEL_RUN_ID, LABEL_STAGE, LABEL_TRIGGER
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 
 from duckherd.api import DataPipelineSpec, DataPipelineStatus
+from duckherd.contract import LABEL_JOB_NAME
 from duckherd.status import Problem, RunObservation, StageObservation, rfc3339
 from duckherd.summary import StageSummary, SummaryError, decode
 from duckherd_operator.chain import JobView, Run
@@ -30,7 +31,7 @@ def pods_by_job(pods: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]
     """Stage pods grouped by the Job that owns them (the `job-name` label)."""
     grouped: dict[str, list[dict[str, Any]]] = {}
     for pod in pods:
-        job_name = (pod["metadata"].get("labels") or {}).get("job-name")
+        job_name = (pod["metadata"].get("labels") or {}).get(LABEL_JOB_NAME)
         if job_name:
             grouped.setdefault(job_name, []).append(pod)
     return grouped

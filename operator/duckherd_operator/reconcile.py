@@ -16,10 +16,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from duckherd.api import API_VERSION, KIND, DataPipelineStatus
+from duckherd.contract import LABEL_PIPELINE
 from duckherd.status import Problem, RunObservation, carried_problem, compute_status
 from duckherd_operator.acceptance import Acted, apply_generation
 from duckherd_operator.actions import patch_status, perform, pipeline_lock, post_events
-from duckherd_operator.builders import LABEL_PIPELINE, Pipeline
+from duckherd_operator.builders import Pipeline
 from duckherd_operator.chain import decide, job_view
 from duckherd_operator.kube import Kube, collection_path, object_path
 from duckherd_operator.observe import next_schedule_time, observe_run, pods_by_job, run_problem

@@ -13,14 +13,15 @@ from pydantic import ValidationError
 
 from duckherd import __version__
 from duckherd.api import MAX_PIPELINE_NAME, DataPipelineSpec
+from duckherd.contract import ENV_IMAGE, ENV_IMAGE_PULL_POLICY
 from duckherd.status import Problem
 from duckherd.validation import describe_validation_errors
 from duckherd_operator.builders import Pipeline
 
 
 def stage_image() -> tuple[str, str]:
-    image = os.environ.get("DUCKHERD_IMAGE", f"duckherd:{__version__}")
-    return image, os.environ.get("DUCKHERD_IMAGE_PULL_POLICY", "IfNotPresent")
+    image = os.environ.get(ENV_IMAGE, f"duckherd:{__version__}")
+    return image, os.environ.get(ENV_IMAGE_PULL_POLICY, "IfNotPresent")
 
 
 @dataclass(frozen=True)

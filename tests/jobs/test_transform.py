@@ -21,11 +21,12 @@ from dbt.contracts.project import Project
 from mashumaro.jsonschema import build_json_schema
 
 from duckherd.api import DataPipeline
+from duckherd.contract import ENV_DBT_CONFIGMAP_DIR
 from duckherd_jobs.context import StageContext
 from duckherd_jobs.runner import run_stage
 from duckherd_jobs.transform import prepare_project
 from duckherd_jobs.transform.invocation import DbtInvocation, build_args, run_dbt
-from duckherd_jobs.transform.project import CONFIGMAP_MOUNT_ENV, flatten_project
+from duckherd_jobs.transform.project import flatten_project
 
 REPO = Path(__file__).resolve().parents[2]
 DBT_PROJECT = REPO / "dbt"
@@ -244,7 +245,7 @@ def test_a_flat_configmap_project_is_rebuilt_and_runs(
     data = flatten_project(DBT_PROJECT)
     assert "models__staging__stg_salesforce__customers.sql" in data
     write_configmap_mount(mount, data)
-    ctx = context(tmp_path, {"vars": AS_OF}, env={CONFIGMAP_MOUNT_ENV: str(mount)})
+    ctx = context(tmp_path, {"vars": AS_OF}, env={ENV_DBT_CONFIGMAP_DIR: str(mount)})
     ctx.pipeline.spec.transform.dbt.project.path = None  # type: ignore[union-attr]
     ctx.pipeline.spec.transform.dbt.project.configMap = "customer-analytics-dbt"  # type: ignore[union-attr]
     load_raw(ctx.warehouse)
@@ -258,7 +259,7 @@ def test_a_flat_configmap_project_is_rebuilt_and_runs(
 
 
 def test_a_configmap_that_is_not_mounted_is_named(tmp_path: Path) -> None:
-    ctx = context(tmp_path, env={CONFIGMAP_MOUNT_ENV: str(tmp_path / "absent")})
+    ctx = context(tmp_path, env={ENV_DBT_CONFIGMAP_DIR: str(tmp_path / "absent")})
     ctx.pipeline.spec.transform.dbt.project.path = None  # type: ignore[union-attr]
     ctx.pipeline.spec.transform.dbt.project.configMap = "customer-analytics-dbt"  # type: ignore[union-attr]
     load_raw(ctx.warehouse)

@@ -6,8 +6,8 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from duckherd.cli import app
 from duckherd.crd import CHART_CRD_FILE, CRD_FILE, build_crd, render_crd_yaml
+from duckherd_cli.main import app
 
 
 def _walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:

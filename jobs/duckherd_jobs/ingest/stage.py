@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 
 from duckherd.api import Source
+from duckherd.contract import ENV_INGEST_MEMORY_LIMIT
 from duckherd.status import rfc3339
 from duckherd.summary import StageSummary, TableSummary
 from duckherd_jobs.context import StageContext, utc_now
@@ -77,7 +78,7 @@ def memory_limit() -> str:
     A million records parse as fast under 256 MB as without a limit (measured, B1), and the
     pod's memory request can stay small. `DUCKHERD_INGEST_MEMORY_LIMIT` overrides it.
     """
-    return os.environ.get("DUCKHERD_INGEST_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT)
+    return os.environ.get(ENV_INGEST_MEMORY_LIMIT, DEFAULT_MEMORY_LIMIT)
 
 
 def _extract(source: Source, ctx: StageContext, cursor: str | None, spool: Path) -> Extracted:

@@ -2,7 +2,7 @@
 
 Order of precedence (first match wins):
 1. `spec.transform.dbt.project.path` (relative paths resolve against the manifest's directory);
-2. `spec.transform.dbt.project.configMap`, or any ConfigMap mounted at CONFIGMAP_MOUNT;
+2. `spec.transform.dbt.project.configMap`, or any ConfigMap mounted at DBT_CONFIGMAP_MOUNT;
 3. `$DUCKHERD_DBT_PROJECT` (the image sets it to the project baked in at /opt/duckherd/dbt);
 4. the repository's `dbt/`, searched upward from the manifest's directory and the cwd.
 
@@ -25,10 +25,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from duckherd.api import DbtProject
+from duckherd.contract import DBT_CONFIGMAP_MOUNT, ENV_DBT_CONFIGMAP_DIR, ENV_DBT_PROJECT
 
-CONFIGMAP_MOUNT = Path("/etc/duckherd/dbt-project")
-CONFIGMAP_MOUNT_ENV = "DUCKHERD_DBT_CONFIGMAP_DIR"  # where the ConfigMap is mounted (tests)
-PROJECT_ENV = "DUCKHERD_DBT_PROJECT"
 PROJECT_FILE = "dbt_project.yml"
 SEPARATOR = "__"
 _KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
@@ -42,7 +40,7 @@ class DbtProjectError(ValueError):
 
 
 def configmap_mount(env: Mapping[str, str]) -> Path:
-    return Path(env.get(CONFIGMAP_MOUNT_ENV) or CONFIGMAP_MOUNT)
+    return Path(env.get(ENV_DBT_CONFIGMAP_DIR) or DBT_CONFIGMAP_MOUNT)
 
 
 def locate_project(
@@ -64,15 +62,15 @@ def locate_project(
         if not _is_mounted(mount):
             raise DbtProjectError(f"{where}: nothing is mounted at {mount}")
         return rebuild_flat_project(mount, scratch, where=where)
-    if env.get(PROJECT_ENV):
-        return _require_project(Path(env[PROJECT_ENV]), f"${PROJECT_ENV}")
+    if env.get(ENV_DBT_PROJECT):
+        return _require_project(Path(env[ENV_DBT_PROJECT]), f"${ENV_DBT_PROJECT}")
     for start in (manifest_dir, Path.cwd()):
         found = _search_upward(start.resolve())
         if found is not None:
             return found
     raise DbtProjectError(
         "no dbt project: set spec.transform.dbt.project.path or configMap, or "
-        f"${PROJECT_ENV}; no dbt/{PROJECT_FILE} above {manifest_dir} or the working directory"
+        f"${ENV_DBT_PROJECT}; no dbt/{PROJECT_FILE} above {manifest_dir} or the working directory"
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 
 from duckherd.api import DbtTransform
+from duckherd.contract import ENV_DBT_LOG_LEVEL
 from duckherd.summary import StageSummary, TableSummary
 from duckherd_jobs.context import StageContext
 from duckherd_jobs.sql import qualified
@@ -25,7 +26,6 @@ _BUILT_TYPES = frozenset({"model", "seed", "snapshot"})
 _COUNTED_MATERIALIZATIONS = frozenset({"table", "incremental", "seed", "snapshot"})
 _FAILED = frozenset({"error", "fail", "runtime error"})
 _MAX_ERRORS_REPORTED = 5
-LOG_LEVEL_ENV = "DUCKHERD_DBT_LOG_LEVEL"
 # Beside the warehouse (the PVC in a cluster): manifests parsed by earlier runs.
 MANIFEST_CACHE_DIR = ".duckherd-dbt-manifests"
 _LOG_LEVELS = ("debug", "info", "warn", "error", "none")
@@ -78,9 +78,9 @@ def _dbt_settings(ctx: StageContext) -> DbtTransform:
 
 def _dbt_log_level(ctx: StageContext) -> str:
     """dbt's per-node lines belong in a pod's log; on a terminal local mode shows progress."""
-    level = ctx.env.get(LOG_LEVEL_ENV) or ("warn" if sys.stdout.isatty() else "info")
+    level = ctx.env.get(ENV_DBT_LOG_LEVEL) or ("warn" if sys.stdout.isatty() else "info")
     if level not in _LOG_LEVELS:
-        raise TransformConfigError(f"{LOG_LEVEL_ENV}: use one of {', '.join(_LOG_LEVELS)}")
+        raise TransformConfigError(f"{ENV_DBT_LOG_LEVEL}: use one of {', '.join(_LOG_LEVELS)}")
     return level
 
 

@@ -6,8 +6,9 @@ from typing import Any
 
 import kopf
 
+from duckherd.contract import LABEL_PIPELINE
 from duckherd_operator import state
-from duckherd_operator.builders import LABEL_PIPELINE, MANAGER
+from duckherd_operator.builders import MANAGER
 from duckherd_operator.reconcile import sync
 
 MANAGED: dict[str, Any] = {

@@ -7,9 +7,10 @@ from typing import Any
 import kopf
 
 from duckherd.api import GROUP, PLURAL, VERSION
+from duckherd.contract import ANNOTATION_RUN_NOW
 from duckherd_operator import state
 from duckherd_operator.actions import PipelineBusy, apply_children, post_events, start_run_now
-from duckherd_operator.builders import ANNOTATION_RUN_NOW, run_now_job_name
+from duckherd_operator.builders import run_now_job_name
 from duckherd_operator.reconcile import reconcile_body, sync
 from duckherd_operator.report import Notice
 from duckherd_operator.validation import parse_pipeline

@@ -8,6 +8,15 @@ from typing import Annotated
 import typer
 
 from duckherd import __version__
+from duckherd.contract import (
+    ENV_RUN_ID,
+    ENV_SPEC,
+    ENV_TERMINATION_LOG,
+    ENV_WAREHOUSE,
+    SPEC_PATH,
+    TERMINATION_LOG,
+    WAREHOUSE_PATH,
+)
 
 app = typer.Typer(
     name="duckherd",
@@ -64,16 +73,16 @@ def run_operator(
 def job(
     stage: Annotated[str, typer.Argument(help="ingest | transform | check | publish")],
     spec: Annotated[
-        Path, typer.Option(envvar="DUCKHERD_SPEC", help="Pipeline manifest or spec file.")
-    ] = Path("/etc/duckherd/pipeline.yaml"),
+        Path, typer.Option(envvar=ENV_SPEC, help="Pipeline manifest or spec file.")
+    ] = Path(SPEC_PATH),
     warehouse: Annotated[
-        Path, typer.Option(envvar="DUCKHERD_WAREHOUSE", help="DuckDB warehouse file.")
-    ] = Path("/warehouse/warehouse.duckdb"),
+        Path, typer.Option(envvar=ENV_WAREHOUSE, help="DuckDB warehouse file.")
+    ] = Path(WAREHOUSE_PATH),
     termination_log: Annotated[
-        Path, typer.Option(envvar="DUCKHERD_TERMINATION_LOG", help="Where the summary goes.")
-    ] = Path("/dev/termination-log"),
+        Path, typer.Option(envvar=ENV_TERMINATION_LOG, help="Where the summary goes.")
+    ] = Path(TERMINATION_LOG),
     run_id: Annotated[
-        str | None, typer.Option(envvar="DUCKHERD_RUN_ID", help="Run id shared by a run's stages.")
+        str | None, typer.Option(envvar=ENV_RUN_ID, help="Run id shared by a run's stages.")
     ] = None,
 ) -> None:
     """Run one pipeline stage (what a stage pod runs)."""

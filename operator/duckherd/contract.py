@@ -1,0 +1,72 @@
+"""The operator <-> stage-pod contract: every path, environment name, label and annotation.
+
+The operator writes these into the Jobs it builds (`duckherd_operator.builders`); the stage
+pod reads them (`duckherd_cli`, `duckherd_jobs`). Both sides import them from here, so a
+rename cannot leave one side behind. What the pod reports back is `duckherd.summary`.
+See docs/contract.md.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- Files and mounts in a stage pod -------------------------------------------------------
+SPEC_MOUNT: Final = "/etc/duckherd"
+"""The pipeline's spec ConfigMap (`<pipeline>-spec`) is mounted here."""
+SPEC_FILE: Final = "pipeline.yaml"
+"""The key of the spec ConfigMap: a DataPipeline manifest, the format `duckherd run` takes."""
+SPEC_PATH: Final = f"{SPEC_MOUNT}/{SPEC_FILE}"
+
+WAREHOUSE_MOUNT: Final = "/warehouse"
+"""The warehouse PersistentVolumeClaim is mounted here."""
+WAREHOUSE_FILE: Final = "warehouse.duckdb"
+WAREHOUSE_PATH: Final = f"{WAREHOUSE_MOUNT}/{WAREHOUSE_FILE}"
+
+DBT_CONFIGMAP_MOUNT: Final = f"{SPEC_MOUNT}/dbt-project"
+"""`spec.transform.dbt.project.configMap` is mounted here in the transform pod (flat keys)."""
+
+TERMINATION_LOG: Final = "/dev/termination-log"
+"""The stage pod writes its `duckherd.summary.StageSummary` JSON here; the operator reads it."""
+
+# --- Environment of a stage pod ------------------------------------------------------------
+ENV_SPEC: Final = "DUCKHERD_SPEC"
+"""Path of the manifest (default SPEC_PATH)."""
+ENV_WAREHOUSE: Final = "DUCKHERD_WAREHOUSE"
+"""Path of the DuckDB warehouse file (default WAREHOUSE_PATH)."""
+ENV_TERMINATION_LOG: Final = "DUCKHERD_TERMINATION_LOG"
+"""Where the summary goes (default TERMINATION_LOG)."""
+ENV_RUN_ID: Final = "DUCKHERD_RUN_ID"
+"""The run id shared by a run's stage Jobs (from the LABEL_RUN_ID label of the pod)."""
+ENV_JOB_NAME: Final = "DUCKHERD_JOB_NAME"
+"""The Job's name (from LABEL_JOB_NAME): the run id of a run its CronJob started."""
+ENV_SECRET_PREFIX: Final = "DUCKHERD_SECRET_"
+"""`DUCKHERD_SECRET_<NAME>_<KEY>`: a Secret key the manifest references (`SecretRef.env_name`)."""
+ENV_SOURCE_URL_PREFIX: Final = "DUCKHERD_SOURCE_URL_"
+"""`DUCKHERD_SOURCE_URL_<SOURCE>` replaces the URL of an http/file source."""
+ENV_DBT_PROJECT: Final = "DUCKHERD_DBT_PROJECT"
+"""The dbt project baked into the image (the Dockerfile sets it)."""
+ENV_DBT_CONFIGMAP_DIR: Final = "DUCKHERD_DBT_CONFIGMAP_DIR"
+"""Overrides DBT_CONFIGMAP_MOUNT (tests and local runs)."""
+ENV_DBT_LOG_LEVEL: Final = "DUCKHERD_DBT_LOG_LEVEL"
+"""dbt's log level in the transform stage."""
+ENV_INGEST_MEMORY_LIMIT: Final = "DUCKHERD_INGEST_MEMORY_LIMIT"
+"""DuckDB's memory_limit during ingest."""
+
+# --- Environment of the operator (set by the chart) ----------------------------------------
+ENV_IMAGE: Final = "DUCKHERD_IMAGE"
+"""The image stage pods run (default `duckherd:<version>`)."""
+ENV_IMAGE_PULL_POLICY: Final = "DUCKHERD_IMAGE_PULL_POLICY"
+
+# --- Labels and annotations on the objects the operator creates ----------------------------
+LABEL_PIPELINE: Final = "duckherd.io/pipeline"
+LABEL_STAGE: Final = "duckherd.io/stage"
+LABEL_RUN_ID: Final = "duckherd.io/run-id"
+"""Groups the stage Jobs of one run; `kubectl get jobs -l duckherd.io/run-id=<id>`."""
+LABEL_TRIGGER: Final = "duckherd.io/trigger"
+"""What started the run: Schedule or Manual (status.lastRun.trigger)."""
+LABEL_JOB_NAME: Final = "job-name"
+"""Set by Kubernetes on a Job's pods."""
+ANNOTATION_RUN_NOW: Final = "duckherd.io/run-now"
+"""On a DataPipeline: a new value starts a run."""
+ANNOTATION_GENERATION: Final = "duckherd.io/generation"
+"""On a stage Job: the DataPipeline generation it was built from."""
