@@ -12,6 +12,7 @@ from typing import Any
 
 import duckdb
 import pytest
+import yaml
 
 from duckherd.api import DataPipeline
 from duckherd_jobs.context import StageContext
@@ -141,10 +142,11 @@ def test_the_example_dbt_project_models_the_demo_source(tmp_path: Path) -> None:
             "SELECT customer_id, total_revenue, months_active, monthly_ltv "
             "FROM marts.customer_analytics"
         ).fetchall()
-        staged = [
-            r[0]
-            for r in connection.execute("DESCRIBE staging.stg_salesforce__customers").fetchall()
-        ]
+        columns = {
+            relation: [r[0] for r in connection.execute(f"DESCRIBE {relation}").fetchall()]
+            for relation in ("staging.stg_salesforce__customers", "marts.customer_analytics")
+        }
+    staged = columns["staging.stg_salesforce__customers"]
     revenue = {r["customer_id"]: r["total_revenue"] for r in records}
     for customer_id, total_revenue, months_active, monthly_ltv in rows:
         assert float(total_revenue) == pytest.approx(revenue[customer_id])
@@ -155,6 +157,23 @@ def test_the_example_dbt_project_models_the_demo_source(tmp_path: Path) -> None:
             assert monthly_ltv == pytest.approx(revenue[customer_id] / months_active)
     assert sorted(r[0] for r in rows) == sorted(revenue)
     assert "_duckherd_loaded_at" not in staged
+    described = described_columns(REPO / "dbt" / "models")
+    for relation, names in columns.items():
+        model = relation.partition(".")[2]
+        assert list(described[model]) == names, f"{model}: the YAML describes other columns"
+        assert all(described[model].values()), f"{model}: a column has no description"
+
+
+def described_columns(models: Path) -> dict[str, dict[str, str]]:
+    """model → column → description, from the project's YAML property files."""
+    described: dict[str, dict[str, str]] = {}
+    for path in sorted(models.rglob("*.yml")):
+        for model in yaml.safe_load(path.read_text()).get("models", []):
+            described[model["name"]] = {
+                column["name"]: str(column.get("description") or "").strip()
+                for column in model.get("columns", [])
+            }
+    return described
 
 
 def test_make_demo_runs_the_example_end_to_end_and_again_incrementally(tmp_path: Path) -> None:
