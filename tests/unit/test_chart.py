@@ -146,10 +146,17 @@ def _cluster_k8s_version() -> str:
     return found.group(1)
 
 
-# Offline rendering and linting target the Kubernetes version the e2e cluster runs, instead of
-# the default a helm binary was built with (v1.20 unless its build sets it by ldflags).
+# Offline rendering and linting target the Kubernetes version the e2e cluster runs, whichever
+# helm runs them: the default is the one a helm binary was built with (hack/cluster's helm
+# defaults to the cluster's version, a `go install`ed helm to v1.20).
 KUBE_VERSION = _cluster_k8s_version()
 KUBE_FLAGS = ("--kube-version", KUBE_VERSION)
+
+
+def _cluster_helm() -> Path:
+    """Where hack/cluster/build.sh puts helm."""
+    cache = Path(os.environ.get("DUCKHERD_CLUSTER_CACHE", "/var/cache/duckherd-cluster"))
+    return cache / KUBE_VERSION / "bin" / "helm"
 
 
 def _find_helm() -> str | None:
@@ -159,8 +166,7 @@ def _find_helm() -> str | None:
     on_path = shutil.which("helm")
     if on_path:
         return on_path
-    cache = Path(os.environ.get("DUCKHERD_CLUSTER_CACHE", "/var/cache/duckherd-cluster"))
-    candidate = cache / KUBE_VERSION / "bin" / "helm"
+    candidate = _cluster_helm()
     return str(candidate) if candidate.is_file() else None
 
 
@@ -170,6 +176,25 @@ def helm() -> str:
     if found is None:
         missing_tool("no helm binary (PATH, $HELM or hack/cluster's build cache)")
     return found
+
+
+def test_the_cluster_helm_assumes_the_cluster_kubernetes_version(tmp_path: Path) -> None:
+    """hack/cluster/build.sh links helm with helm's Kubernetes-version ldflags: offline
+    `helm template` and `helm lint` then assume the cluster's version, not v1.20."""
+    built = _cluster_helm()
+    if not built.is_file():
+        missing_tool(f"no helm in hack/cluster's build cache ({built})")
+    chart = tmp_path / "probe"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
+    (chart / "templates" / "version.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: version}\n"
+        "data: {kubeVersion: {{ .Capabilities.KubeVersion.Version | quote }}}\n"
+    )
+    result = _run_helm(str(built), "template", "probe", str(chart))
+    assert result.returncode == 0, result.stderr
+    major, minor = KUBE_VERSION.removeprefix("v").split(".")[:2]
+    assert yaml.safe_load(result.stdout)["data"]["kubeVersion"] == f"v{major}.{minor}.0"
 
 
 def _run_helm(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
