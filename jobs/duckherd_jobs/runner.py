@@ -27,6 +27,7 @@ from duckherd.status import rfc3339
 from duckherd.summary import StageSummary, encode
 from duckherd.validation import describe_validation_errors
 from duckherd_jobs.context import StageContext, new_run_id, utc_now
+from duckherd_jobs.redaction import redact_summary, redacted_logs, stage_secrets
 from duckherd_jobs.warehouse import connect, record_run
 
 log = logging.getLogger("duckherd.jobs")
@@ -96,11 +97,14 @@ def run_stage(stage: Stage, ctx: StageContext) -> StageSummary:
     """Run a stage to a summary; never raises for a stage failure."""
     started = utc_now()
     clock = time.monotonic()
-    try:
-        summary = stage_function(stage)(ctx)
-    except Exception as error:  # every failure becomes a failed summary, named by its cause
-        log.exception("stage %s failed", stage)
-        summary = StageSummary(stage=stage, ok=False, error=f"{type(error).__name__}: {error}")
+    secrets = stage_secrets(ctx.pipeline, stage, ctx.env)
+    with redacted_logs(secrets):
+        try:
+            summary = stage_function(stage)(ctx)
+        except Exception as error:  # every failure becomes a failed summary, named by its cause
+            log.exception("stage %s failed", stage)
+            summary = StageSummary(stage=stage, ok=False, error=f"{type(error).__name__}: {error}")
+    summary = redact_summary(summary, secrets)
     summary.stage = stage
     summary.runId = ctx.run_id
     summary.startedAt = summary.startedAt or rfc3339(started)

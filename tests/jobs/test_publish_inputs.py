@@ -9,8 +9,9 @@ import pytest
 import redis as redis_client
 
 from duckherd_jobs.publish import run_publish
-from duckherd_jobs.publish.errors import PublishInputError, redact
+from duckherd_jobs.publish.errors import PublishInputError
 from duckherd_jobs.publish.postgres_target import postgres_type
+from duckherd_jobs.redaction import redact
 from duckherd_jobs.runner import run_stage
 from duckherd_jobs.warehouse import connect
 from tests.jobs.test_publish_support import (

@@ -23,7 +23,7 @@ import duckdb
 import httpx
 
 from duckherd.api import HttpSource, Source
-from duckherd_jobs.ingest.errors import IngestError, redact
+from duckherd_jobs.ingest.errors import IngestError
 from duckherd_jobs.ingest.extracted import Extracted
 from duckherd_jobs.ingest.fetch import (
     FatalResponse,
@@ -31,6 +31,7 @@ from duckherd_jobs.ingest.fetch import (
     RetryableResponse,
     describe_failure,
 )
+from duckherd_jobs.redaction import redact
 from duckherd_jobs.sql import quote_identifier, sql_string
 
 SAMPLE_RECORDS = 20_480  # DuckDB's own default sample, counted in records rather than pages

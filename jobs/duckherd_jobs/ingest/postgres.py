@@ -14,8 +14,9 @@ import psycopg2
 import psycopg2.extensions
 
 from duckherd.api import PostgresSource, Source
-from duckherd_jobs.ingest.errors import IngestError, redact
+from duckherd_jobs.ingest.errors import IngestError
 from duckherd_jobs.ingest.extracted import Extracted
+from duckherd_jobs.redaction import redact
 from duckherd_jobs.sql import quote_identifier, sql_string
 
 COPY_BUFFER_BYTES = 1 << 20

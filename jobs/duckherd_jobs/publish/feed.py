@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -57,7 +58,7 @@ class BatchFeed(Generic[T]):
                 self._items.put(self._render(batch))
             self._items.put(_DONE)
         except BaseException as error:  # handed to the consumer, who raises it
-            self._items.put(error)
+            self._items.put(_without_frames(error))
         finally:
             self._connection.close()
 
@@ -80,3 +81,21 @@ class BatchFeed(Generic[T]):
             with contextlib.suppress(duckdb.Error):  # the producer closed it meanwhile
                 self._connection.interrupt()
             self._thread.join()
+
+
+def _without_frames(error: BaseException) -> BaseException:
+    """The error without this module's producer frame (it refers to the feed, a cycle) and
+    with the locals of the frames below it cleared (a DuckDB relation there holds the file
+    open): kept in the queue as it is, it blocks the next read-write connect in this process
+    until a garbage collection runs."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        pending += [current.__cause__, current.__context__]
+    trace = error.__traceback__
+    return error.with_traceback(trace.tb_next if trace is not None else None)

@@ -39,9 +39,10 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 from psycopg2.extensions import cursor as PgCursor
 
-from duckherd_jobs.publish.errors import PublishError, describe_error
+from duckherd_jobs.publish.errors import PublishError
 from duckherd_jobs.publish.feed import BatchFeed
 from duckherd_jobs.publish.mart import Column, Mart
+from duckherd_jobs.redaction import describe_error
 
 log = logging.getLogger("duckherd.jobs.publish")
 

@@ -45,9 +45,10 @@ import duckdb
 import pyarrow as pa
 import redis
 
-from duckherd_jobs.publish.errors import PublishError, PublishInputError, describe_error
+from duckherd_jobs.publish.errors import PublishError, PublishInputError
 from duckherd_jobs.publish.feed import BatchFeed
 from duckherd_jobs.publish.mart import Column, Mart
+from duckherd_jobs.redaction import describe_error
 
 log = logging.getLogger("duckherd.jobs.publish")
 
