@@ -264,9 +264,15 @@ def freshness_state(spec: DataPipelineSpec, last_loaded_at: str | None, now: dat
 
 
 def _quality(run: RunObservation, previous: QualityStatus | None) -> QualityStatus | None:
-    for observation in run.stages:
+    """The check stage's verdict (which counts the run's dbt tests too); before or without a
+    check stage, the dbt tests the transform stage ran."""
+    candidates = sorted(
+        (o for o in run.stages if o.stage in ("check", "transform")),
+        key=lambda o: o.stage != "check",
+    )
+    for observation in candidates:
         summary = observation.summary
-        if observation.stage == "check" and summary is not None and summary.checks is not None:
+        if summary is not None and summary.checks is not None:
             checks = summary.checks
             return QualityStatus(
                 passed=checks.passed,
@@ -454,7 +460,7 @@ def _fresh_condition(
 def _checks_condition(
     spec: DataPipelineSpec, quality: QualityStatus | None
 ) -> tuple[str, str, str]:
-    if not (spec.quality and spec.quality.checks):
+    if not (spec.quality and spec.quality.checks) and quality is None:
         return "True", "NoChecks", "no checks are defined"
     if quality is None:
         return "Unknown", "NotChecked", "checks have not run yet"

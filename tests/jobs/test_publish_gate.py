@@ -147,3 +147,40 @@ def test_a_pipeline_without_checks_publishes(
 
     assert summary.ok, summary.error
     assert client.hlen("gate:none:rows") == 10
+
+
+def test_error_severity_dbt_test_failures_of_the_transform_block(
+    warehouse: Path, redis: RedisServer, client: redis_client.Redis
+) -> None:
+    # The transform failed on a dbt test, so this run has no check stage; an older check
+    # passed. The marts come from that transform: they are not published.
+    record_check(warehouse, "older", [("ids present", "error", True)])
+    record_check(
+        warehouse,
+        "run-1",
+        [("dbt:unique_customers_id", "error", False), ("dbt:not_null_customers_id", "warn", True)],
+        stage="transform",
+    )
+
+    blocked = publish(warehouse, redis, "gate:dbt", checks=False)
+
+    assert blocked.blocked
+    assert blocked.error == (
+        "publish blocked: this run's transform failed error-severity dbt tests: "
+        "dbt:unique_customers_id"
+    )
+    assert client.exists("gate:dbt:rows") == 0
+
+
+def test_warn_severity_dbt_test_failures_do_not_block(
+    warehouse: Path, redis: RedisServer, client: redis_client.Redis
+) -> None:
+    record_check(
+        warehouse, "run-1", [("dbt:unique_customers_id", "warn", False)], stage="transform"
+    )
+    record_check(warehouse, "run-1", [("ids present", "error", True)])
+
+    summary = publish(warehouse, redis, "gate:dbt-warn")
+
+    assert summary.ok, summary.error
+    assert client.hlen("gate:dbt-warn:rows") == 10

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from duckherd.api import DataPipeline
 from duckherd.summary import CheckResult, ChecksSummary, StageSummary
@@ -76,8 +76,10 @@ def record_check(
     *,
     ok: bool | None = None,
     finished_at: str = "2026-01-01T00:01:00Z",
+    stage: Literal["check", "transform"] = "check",
 ) -> None:
-    """A check stage record in `_duckherd.runs`, as the runner writes it after `check`."""
+    """A check stage record in `_duckherd.runs`, as the runner writes it after `check` (or
+    a transform's record with the results of the dbt tests it ran)."""
     checks = ChecksSummary(
         passed=sum(success for _, _, success in results),
         failed=sum(not success and severity == "error" for _, severity, success in results),
@@ -88,7 +90,7 @@ def record_check(
         ],
     )
     summary = StageSummary(
-        stage="check",
+        stage=stage,
         runId=run_id,
         ok=checks.failed == 0 if ok is None else ok,
         checks=checks,

@@ -222,6 +222,54 @@ def test_a_failing_data_test_blocks_the_mart(tmp_path: Path) -> None:
     assert "unique_stg_salesforce__customers_customer_id" in summary.error
     assert summary.models["customer_analytics"] == "skipped"
     assert query(ctx.warehouse, "SELECT count(*) FROM marts.customer_analytics") == [(3,)]
+    # The failed test is an error-severity result of the run (status.quality, publish gate).
+    assert summary.checks is not None
+    failed = [r for r in summary.checks.results if not r.success]
+    assert [(r.name, r.severity, r.observed) for r in failed] == [
+        ("dbt:unique_stg_salesforce__customers_customer_id", "error", "1 failing row(s)")
+    ]
+    assert summary.checks.failed == 1
+    recorded = query(
+        ctx.warehouse,
+        "SELECT run_id, table_name, severity, success FROM _duckherd.checks "
+        "WHERE expectation = 'dbt_test' AND NOT success",
+    )
+    assert recorded == [(ctx.run_id, "staging.stg_salesforce__customers", "error", False)]
+
+
+def test_dbt_tests_count_in_the_check_stage_of_the_same_run(tmp_path: Path) -> None:
+    """A dbt test at `severity: warn` fails without failing the transform; the check stage of
+    the run counts it beside its own expectations."""
+    project = copy_project(tmp_path)
+    for models in (project / "models").rglob("*.yml"):
+        warn = "          - unique:\n              config:\n                severity: warn\n"
+        models.write_text(models.read_text().replace("          - unique\n", warn))
+    ctx = context(tmp_path, {"vars": AS_OF, "project": {"path": str(project)}})
+    load_raw(ctx.warehouse, [*CUSTOMERS, CUSTOMERS[0]])
+
+    transformed = run_stage("transform", ctx)
+
+    assert transformed.ok, transformed.error
+    assert transformed.checks is not None
+    assert (transformed.checks.failed, transformed.checks.warned) == (0, 2)  # staging and mart
+    checks = [
+        {
+            "table": "staging.stg_salesforce__customers",
+            "expectation": "expect_column_to_exist",
+            "kwargs": {"column": "customer_id"},
+        }
+    ]
+    spec = ctx.pipeline.model_dump(mode="json", exclude_none=True)
+    spec["spec"]["quality"] = {"checks": checks}
+    checked = run_stage("check", replace(ctx, pipeline=DataPipeline.model_validate(spec)))
+    assert checked.checks is not None
+    by_name = {r.name: r for r in checked.checks.results}
+    warned = by_name["dbt:unique_stg_salesforce__customers_customer_id"]
+    assert (warned.success, warned.severity, warned.observed) == (False, "warn", "1 failing row(s)")
+    assert by_name["staging.stg_salesforce__customers.customer_id:expect_column_to_exist"].success
+    assert (checked.checks.warned, checked.checks.failed) == (2, 0)
+    assert checked.ok, checked.error
+    assert checked.checks.passed + checked.checks.failed + checked.checks.warned == len(by_name)
 
 
 def write_configmap_mount(mount: Path, data: Mapping[str, str]) -> None:

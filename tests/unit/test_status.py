@@ -131,6 +131,47 @@ def test_failed_checks_block_publish() -> None:
     assert data is not None and (data.status, data.reason) == ("False", "ChecksFailed")
 
 
+def test_dbt_test_failures_of_a_failed_transform_show_in_quality() -> None:
+    """No check stage runs after a transform failed on a dbt test: status.quality shows it."""
+    results = [
+        CheckResult(name="dbt:unique_customers_id", severity="error", success=False, observed="2"),
+        CheckResult(name="dbt:not_null_customers_id", severity="error", success=True),
+    ]
+    transform = StageObservation(
+        stage="transform",
+        job="t",
+        state="Failed",
+        summary=StageSummary(
+            stage="transform",
+            ok=False,
+            checks=ChecksSummary(passed=1, failed=1, results=results),
+            error="dbt build failed",
+        ),
+    )
+    status = status_of(ingest(), transform)
+    assert status.quality is not None
+    assert (status.quality.passed, status.quality.failed) == (1, 1)
+    assert [f.name for f in status.quality.failures] == ["dbt:unique_customers_id"]
+    checks = get_condition(status.conditions, "ChecksPassed")
+    assert checks is not None and checks.reason == "ChecksFailed"
+    assert "dbt:unique_customers_id" in checks.message
+
+
+def test_the_check_stage_verdict_wins_over_the_transforms_dbt_tests() -> None:
+    dbt = [CheckResult(name="dbt:unique_customers_id", severity="warn", success=False)]
+    transform = StageObservation(
+        stage="transform",
+        job="t",
+        state="Succeeded",
+        summary=StageSummary(
+            stage="transform", ok=True, checks=ChecksSummary(warned=1, results=dbt)
+        ),
+    )
+    status = status_of(ingest(), transform, check(failed=1))
+    assert status.quality is not None
+    assert (status.quality.passed, status.quality.failed, status.quality.warned) == (0, 1, 0)
+
+
 def test_freshness_goes_warn_then_stale() -> None:
     assert status_of(ingest(), now=NOW + timedelta(hours=30)).freshness.state == "Warn"  # type: ignore[union-attr]
     stale = status_of(ingest(), now=NOW + timedelta(hours=50))

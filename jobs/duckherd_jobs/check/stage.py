@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
 
 import duckdb
 from great_expectations.core import ExpectationValidationResult
@@ -24,6 +21,13 @@ from duckherd_jobs.check.pushdown import (
 )
 from duckherd_jobs.check.referential import EXIST_IN_TABLE, RelatedKey, key_columns
 from duckherd_jobs.context import StageContext, utc_now
+from duckherd_jobs.history import (
+    CheckRecord,
+    checks_summary,
+    dbt_test_results,
+    previous_row_count,
+    record_checks,
+)
 from duckherd_jobs.sql import qualified, quote_identifier, table_name
 from duckherd_jobs.warehouse import connect
 
@@ -84,20 +88,6 @@ def resolve_related(connection: duckdb.DuckDBPyConnection, check: PlannedCheck) 
     )
 
 
-def previous_row_count(
-    connection: duckdb.DuckDBPyConnection, table: str, run_id: str
-) -> int | None:
-    """The row count the latest earlier check run recorded for the table."""
-    row = connection.execute(
-        "SELECT CAST(json_extract(result, '$.meta.row_count') AS BIGINT) "
-        "FROM _duckherd.checks WHERE table_name = ? AND run_id <> ? "
-        "AND json_extract(result, '$.meta.row_count') IS NOT NULL "
-        "ORDER BY checked_at DESC LIMIT 1",
-        [table, run_id],
-    ).fetchone()
-    return None if row is None or row[0] is None else int(row[0])
-
-
 def check_table(
     connection: duckdb.DuckDBPyConnection,
     table: str,
@@ -146,69 +136,31 @@ def _culprit(
     return f"checks on {checks[0].table}: {error}"
 
 
-def gx_result(check: PlannedCheck, outcome: Outcome, row_count: int) -> dict[str, Any]:
-    """The check's result as a GX ExpectationValidationResult (JSON form)."""
+def check_record(check: PlannedCheck, outcome: Outcome, row_count: int) -> CheckRecord:
+    """The check's history row; its result is a GX ExpectationValidationResult (JSON form)."""
     result = ExpectationValidationResult(
         success=outcome.success,
         expectation_config=check.configuration,
         result=outcome.result,
         meta={"name": check.name, "severity": check.check.severity, "row_count": row_count},
     )
-    return dict(result.to_json_dict())
-
-
-def record_history(
-    connection: duckdb.DuckDBPyConnection,
-    run_id: str,
-    checked_at: datetime,
-    records: Sequence[tuple[PlannedCheck, dict[str, Any]]],
-) -> None:
-    """Every result into `_duckherd.checks`, all or none."""
-    rows = [
-        [
-            run_id,
-            checked_at,
-            check.name,
-            check.table,
-            check.check.expectation,
-            check.check.severity,
-            bool(result["success"]),
-            json.dumps(result["result"].get("observed_value")),
-            json.dumps(result),
-        ]
-        for check, result in records
-    ]
-    connection.execute("BEGIN TRANSACTION")
-    try:
-        connection.executemany(
-            "INSERT INTO _duckherd.checks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-        )
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    connection.execute("COMMIT")
+    return CheckRecord(
+        name=check.name,
+        table=check.table,
+        expectation=check.check.expectation,
+        severity=check.check.severity,
+        success=outcome.success,
+        observed=outcome.observed[:OBSERVED_MAX_CHARS],
+        result=dict(result.to_json_dict()),
+    )
 
 
 def _summarize(
-    outcomes: Sequence[tuple[PlannedCheck, Outcome]], row_counts: dict[str, int]
+    records: Sequence[CheckRecord], dbt_tests: Sequence[CheckResult], row_counts: dict[str, int]
 ) -> StageSummary:
-    results = [
-        CheckResult(
-            name=check.name,
-            severity=check.check.severity,
-            success=outcome.success,
-            observed=outcome.observed[:OBSERVED_MAX_CHARS],
-        )
-        for check, outcome in outcomes
-    ]
-    failed = [r for r in results if not r.success and r.severity == "error"]
-    warned = [r for r in results if not r.success and r.severity == "warn"]
-    summary = ChecksSummary(
-        passed=sum(r.success for r in results),
-        failed=len(failed),
-        warned=len(warned),
-        results=results,
-    )
+    """One verdict over this stage's expectations and the dbt tests of the run's transform."""
+    summary = checks_summary([record.summary() for record in records] + list(dbt_tests))
+    failed = [r for r in summary.results if not r.success and r.severity == "error"]
     error = None
     if failed:
         listed = "; ".join(f"{r.name} ({r.observed})" for r in failed)
@@ -223,7 +175,8 @@ def _summarize(
 
 
 def run_check(ctx: StageContext) -> StageSummary:
-    """Evaluate `spec.quality.checks`; a failed `error` check fails the stage (ok=False)."""
+    """Evaluate `spec.quality.checks`; a failed `error` check (or dbt test of this run's
+    transform) fails the stage (ok=False)."""
     quality = ctx.pipeline.spec.quality
     planned = plan_checks(quality.checks if quality else [])
     if not planned:
@@ -240,7 +193,10 @@ def run_check(ctx: StageContext) -> StageSummary:
             situation = Situation(checked_at, previous_row_count(connection, table, ctx.run_id))
             row_counts[table], table_outcomes = check_table(connection, table, checks, situation)
             outcomes.update(zip((c.position for c in checks), table_outcomes, strict=True))
-        ordered = [(check, outcomes[check.position]) for check in planned]
-        records = [(c, gx_result(c, o, row_counts[c.table])) for c, o in ordered]
-        record_history(connection, ctx.run_id, checked_at, records)
-    return _summarize(ordered, row_counts)
+        records = [
+            check_record(check, outcomes[check.position], row_counts[check.table])
+            for check in planned
+        ]
+        dbt_tests = dbt_test_results(connection, ctx.run_id)
+        record_checks(connection, ctx.run_id, checked_at, records)
+    return _summarize(records, dbt_tests, row_counts)

@@ -4,7 +4,9 @@ The decision reads `_duckherd.runs`: the latest check stage of this run, or, whe
 had none (a publish triggered by hand), the latest check stage of any run. A pipeline that
 declares no checks publishes freely; one that declares checks but never ran them does not.
 Only `error`-severity failures (or a check stage that failed outright) close the gate;
-`warn` failures are reported by the check stage and let publishing go ahead.
+`warn` failures are reported by the check stage and let publishing go ahead. dbt tests count
+the same way: the check stage folds the run's dbt test results into its verdict, and the latest
+transform's error-severity dbt test failures close the gate even where no check stage ran.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ from duckherd_jobs.context import StageContext
 _RUNS_TABLE_EXISTS = """
 SELECT count(*) FROM duckdb_tables() WHERE schema_name = '_duckherd' AND table_name = 'runs'
 """
-_LATEST_CHECK_OF_RUN = """
-SELECT run_id, summary FROM _duckherd.runs WHERE stage = 'check' AND run_id = ?
+_LATEST_OF_RUN = """
+SELECT run_id, summary FROM _duckherd.runs WHERE stage = ? AND run_id = ?
 ORDER BY finished_at DESC NULLS LAST, started_at DESC NULLS LAST LIMIT 1
 """
-_LATEST_CHECK = """
-SELECT run_id, summary FROM _duckherd.runs WHERE stage = 'check'
+_LATEST = """
+SELECT run_id, summary FROM _duckherd.runs WHERE stage = ?
 ORDER BY finished_at DESC NULLS LAST, started_at DESC NULLS LAST LIMIT 1
 """
 
@@ -38,10 +40,13 @@ class GateDecision:
 
 
 def evaluate_gate(connection: duckdb.DuckDBPyConnection, ctx: StageContext) -> GateDecision:
+    dbt_tests = _failed_dbt_tests(connection, ctx.run_id)
+    if dbt_tests is not None:
+        return dbt_tests
     quality = ctx.pipeline.spec.quality
     if quality is None or not quality.checks:
         return GateDecision(True, "the pipeline declares no checks")
-    record = _latest_check_record(connection, ctx.run_id)
+    record = _latest_record(connection, "check", ctx.run_id)
     if record is None:
         return GateDecision(
             False,
@@ -51,14 +56,31 @@ def evaluate_gate(connection: duckdb.DuckDBPyConnection, ctx: StageContext) -> G
     return _decide(run_id, summary, same_run=run_id == ctx.run_id)
 
 
-def _latest_check_record(
-    connection: duckdb.DuckDBPyConnection, run_id: str
+def _failed_dbt_tests(connection: duckdb.DuckDBPyConnection, run_id: str) -> GateDecision | None:
+    """The marts come from the latest transform (this run's, else the latest): dbt tests it ran
+    that failed at error severity close the gate, as failed error checks do."""
+    record = _latest_record(connection, "transform", run_id)
+    if record is None or record[1].checks is None:
+        return None
+    failed = [r.name for r in record[1].checks.results if not r.success and r.severity == "error"]
+    if not failed:
+        return None
+    whose = "this run's" if record[0] == run_id else f"the latest (run {record[0]})"
+    return GateDecision(
+        False,
+        f"publish blocked: {whose} transform failed error-severity dbt tests: " + ", ".join(failed),
+    )
+
+
+def _latest_record(
+    connection: duckdb.DuckDBPyConnection, stage: str, run_id: str
 ) -> tuple[str, StageSummary] | None:
+    """The stage's record of this run, else its latest record of any run."""
     # DuckDB 2 wants every result consumed before the next statement: fetchall, not fetchone.
     if not connection.execute(_RUNS_TABLE_EXISTS).fetchall()[0][0]:
         return None
-    rows = connection.execute(_LATEST_CHECK_OF_RUN, [run_id]).fetchall()
-    rows = rows or connection.execute(_LATEST_CHECK).fetchall()
+    rows = connection.execute(_LATEST_OF_RUN, [stage, run_id]).fetchall()
+    rows = rows or connection.execute(_LATEST, [stage]).fetchall()
     if not rows:
         return None
     row = rows[0]
@@ -66,7 +88,7 @@ def _latest_check_record(
         return str(row[0]), StageSummary.model_validate_json(row[1])
     except ValidationError as error:
         raise ValueError(
-            f"_duckherd.runs: the check record of run {row[0]} is not a stage summary: "
+            f"_duckherd.runs: the {stage} record of run {row[0]} is not a stage summary: "
             + describe_validation_errors(error.errors())
         ) from error
 

@@ -70,6 +70,10 @@ class DbtNodeResult:
     materialized: str
     status: str
     message: str
+    # Tests only: failing rows, the configured severity (ERROR/WARN), the tested node.
+    failures: int | None = None
+    severity: str = ""
+    attached_node: str = ""
 
 
 @dataclass(frozen=True)
@@ -353,6 +357,9 @@ def _node_result(item: Any) -> DbtNodeResult:
         materialized=str(getattr(config, "materialized", "") or ""),
         status=str(item.status),
         message=str(item.message or ""),
+        failures=getattr(item, "failures", None),
+        severity=str(getattr(config, "severity", "") or ""),
+        attached_node=str(getattr(node, "attached_node", "") or ""),
     )
 
 

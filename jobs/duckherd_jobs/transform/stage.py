@@ -12,8 +12,10 @@ import duckdb
 from duckherd.api import DbtTransform
 from duckherd.contract import ENV_DBT_LOG_LEVEL
 from duckherd.summary import StageSummary, TableSummary
-from duckherd_jobs.context import StageContext
+from duckherd_jobs.context import StageContext, utc_now
+from duckherd_jobs.history import checks_summary, record_checks
 from duckherd_jobs.sql import qualified
+from duckherd_jobs.transform.dbt_tests import dbt_test_records
 from duckherd_jobs.transform.invocation import DbtInvocation, DbtNodeResult, DbtOutcome, run_dbt
 from duckherd_jobs.transform.project import locate_project
 from duckherd_jobs.warehouse import connect
@@ -94,8 +96,17 @@ def _summarize(outcome: DbtOutcome, ctx: StageContext) -> StageSummary:
     tables = _row_counts(ctx, [node for node in outcome.nodes if _built_table(node)])
     failures = [node for node in outcome.nodes if node.status in _FAILED]
     error = _failure_message(failures, outcome.error) if not outcome.success else None
+    tests = dbt_test_records(outcome.nodes)
+    if tests:  # into the run's quality verdict (the check stage reads them back)
+        with connect(ctx.warehouse, timeout_seconds=ctx.lock_timeout_seconds) as connection:
+            record_checks(connection, ctx.run_id, utc_now(), tests)
     return StageSummary(
-        stage="transform", ok=outcome.success, models=models, tables=tables, error=error
+        stage="transform",
+        ok=outcome.success,
+        models=models,
+        tables=tables,
+        checks=checks_summary([test.summary() for test in tests]) if tests else None,
+        error=error,
     )
 
 
