@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup check lint typecheck unit test crds schema demo cluster-up cluster-down bench kind-up
+.PHONY: setup check lint typecheck unit test crds schema demo dashboard cluster-up cluster-down bench kind-up
 
 setup:
 	@hack/setup.sh
@@ -37,6 +37,10 @@ crds: setup
 
 demo: setup
 	hack/demo.sh
+
+# The sales dashboard over what `make demo` published (prints its URL; Ctrl-C stops it).
+dashboard: setup
+	hack/dashboard.sh
 
 cluster-up:
 	hack/cluster/cluster.sh up

@@ -1,12 +1,17 @@
 """`make demo`: the customer-analytics example end to end in local mode, no cluster.
 
-Starts, on free loopback ports, the demo customers API and throw-away Redis and PostgreSQL
+Starts, on free loopback ports, the demo customers API and local Redis and PostgreSQL
 servers (the publish targets), points the manifest at them through the same env vars a stage
 pod would get (`DUCKHERD_SOURCE_URL_CUSTOMERS`, `DUCKHERD_SECRET_*`), runs
 `duckherd run examples/customer-analytics/pipeline.yaml` (ingest → dbt → checks → publish)
 into .warehouse/customer-analytics.duckdb, shows what the targets now serve, and stops
 everything. Exits non-zero when a stage fails. Run it again: the second run loads only what
 changed (incremental, merged by customer_id), and the row-count check compares the two runs.
+
+Redis and PostgreSQL keep their data next to the warehouse
+(.warehouse/customer-analytics-serving/, or $SERVING_DIR), where `make dashboard` finds it;
+when `make dashboard` is running, the demo publishes to its servers and the open dashboard
+shows the new version.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ sys.path.insert(0, str(REPO))  # the server helpers live with the tests, one imp
 
 import psycopg2  # noqa: E402
 import redis  # noqa: E402
-from tests.services import postgres_server, redis_server  # noqa: E402
+from tests.services import shared_servers  # noqa: E402
 
 from duckherd_jobs.demo_source import DemoSource  # noqa: E402
 
@@ -41,10 +46,22 @@ def show_targets(redis_url: str, dsn: str) -> None:
         print(f"postgres: analytics.customer_analytics -> {row[0] if row else 0} rows")
 
 
+def warehouse_path() -> Path:
+    return Path(os.environ.get("WAREHOUSE", REPO / ".warehouse" / "customer-analytics.duckdb"))
+
+
+def serving_root() -> Path:
+    """Where the demo's Redis and PostgreSQL keep what was published."""
+    warehouse = warehouse_path()
+    default = warehouse.with_name(f"{warehouse.stem}-serving")
+    return Path(os.environ.get("SERVING_DIR") or default).resolve()
+
+
 def main() -> int:
     customers = int(os.environ.get("CUSTOMERS", "10000"))
-    warehouse = os.environ.get("WAREHOUSE", str(REPO / ".warehouse" / "customer-analytics.duckdb"))
-    with DemoSource(customers) as api, postgres_server() as pg, redis_server() as cache:
+    warehouse = str(warehouse_path())
+    with DemoSource(customers) as api, shared_servers(serving_root()) as servers:
+        pg, cache = servers.postgres, servers.redis
         print(f"demo source: {customers} customers on {api}/customers")
         env = {
             **os.environ,
@@ -62,6 +79,7 @@ def main() -> int:
         code = subprocess.run(command, env=env, check=False).returncode
         if code == 0:
             show_targets(cache.url(), pg.dsn())
+            print("look at it: make dashboard")
         return code
 
 

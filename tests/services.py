@@ -3,12 +3,17 @@
 Each server runs in a temporary directory on a free port, listening on all interfaces so
 that pods of the local cluster can reach it through the bridge gateway. PostgreSQL refuses
 to run as root, so under root it runs as the `postgres` system user.
+
+Given a `data_root`, a server keeps its data there instead, across restarts: `make demo` and
+`make dashboard` share one pair that way (`shared_servers`), each joining the servers the
+other started or starting them on the data the last one left.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import shutil
 import socket
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PG_PASSWORD = "duckherd-test-password"  # a test-only credential, never a real secret
+REDIS_PASSWORD = "duckherd-test-redis"  # likewise
 
 
 def free_port() -> int:
@@ -28,10 +34,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _is_listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), 0.5):
+            return True
+    except OSError:
+        return False
+
+
 def _wait_for_port(port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+        if _is_listening(port):
             return
         time.sleep(0.1)
     raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
@@ -63,18 +77,16 @@ def _as_postgres_user(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
-@contextlib.contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
-    base = Path(tempfile.mkdtemp(prefix="duckherd-pg-"))
-    data = base / "data"
+def _own_by_postgres(path: Path) -> None:
     if os.geteuid() == 0:
-        shutil.chown(base, "postgres", "postgres")
+        shutil.chown(path, "postgres", "postgres")
+
+
+def _initdb(base: Path, data: Path) -> None:
     password_file = base / "pw"
     password_file.write_text(PG_PASSWORD)
-    if os.geteuid() == 0:
-        shutil.chown(password_file, "postgres", "postgres")
-    port = free_port()
-    subprocess.run(
+    _own_by_postgres(password_file)
+    done = subprocess.run(
         _as_postgres_user(
             [
                 _pg_bin("initdb"),
@@ -89,12 +101,25 @@ def postgres_server() -> Iterator[PostgresServer]:
                 "--no-sync",
             ]
         ),
-        check=True,
         capture_output=True,
+        text=True,
     )
+    if done.returncode != 0:  # e.g. the postgres user cannot reach a data dir under /root
+        raise RuntimeError(f"initdb in {data} failed: {done.stderr.strip()}")
     with open(data / "pg_hba.conf", "a") as hba:
         hba.write("host all all 0.0.0.0/0 scram-sha-256\n")
-    log_file = base / "postgres.log"
+
+
+@contextlib.contextmanager
+def postgres_server(data_root: Path | None = None) -> Iterator[PostgresServer]:
+    """A PostgreSQL server on a free port; its data in `data_root` (kept) or a temp dir."""
+    base = data_root or Path(tempfile.mkdtemp(prefix="duckherd-pg-"))
+    base.mkdir(parents=True, exist_ok=True)
+    _own_by_postgres(base)
+    data = base / "data"
+    if not (data / "PG_VERSION").exists():
+        _initdb(base, data)
+    port = free_port()
     subprocess.run(
         _as_postgres_user(
             [
@@ -102,7 +127,7 @@ def postgres_server() -> Iterator[PostgresServer]:
                 "-D",
                 str(data),
                 "-l",
-                str(log_file),
+                str(base / "postgres.log"),
                 "-w",
                 "start",
                 "-o",
@@ -117,11 +142,14 @@ def postgres_server() -> Iterator[PostgresServer]:
         _wait_for_port(port)
         yield PostgresServer("127.0.0.1", port, "duckherd", PG_PASSWORD, "postgres")
     finally:
+        # Kept data stops cleanly (a checkpoint); throw-away data needs none.
+        mode = "fast" if data_root else "immediate"
         subprocess.run(
-            _as_postgres_user([_pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+            _as_postgres_user([_pg_bin("pg_ctl"), "-D", str(data), "-m", mode, "stop"]),
             capture_output=True,
         )
-        shutil.rmtree(base, ignore_errors=True)
+        if data_root is None:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -135,13 +163,17 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[RedisServer]:
+def redis_server(data_root: Path | None = None) -> Iterator[RedisServer]:
+    """A Redis server on a free port; with `data_root`, its keys are saved there on exit and
+    loaded at the next start (expiry times included)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise FileNotFoundError("redis-server not found: run hack/setup.sh")
-    base = Path(tempfile.mkdtemp(prefix="duckherd-redis-"))
+    base = data_root or Path(tempfile.mkdtemp(prefix="duckherd-redis-"))
+    base.mkdir(parents=True, exist_ok=True)
+    # With a save point configured Redis writes dump.rdb when it is told to stop (SIGTERM).
+    persistence = ["--save", "3600 1", "--pidfile", str(base / "redis.pid")] if data_root else []
     port = free_port()
-    password = "duckherd-test-redis"
     process = subprocess.Popen(
         [
             binary,
@@ -152,21 +184,74 @@ def redis_server() -> Iterator[RedisServer]:
             "--protected-mode",
             "no",
             "--requirepass",
-            password,
+            REDIS_PASSWORD,
             "--save",
             "",
             "--appendonly",
             "no",
             "--dir",
             str(base),
+            *persistence,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         _wait_for_port(port)
-        yield RedisServer("127.0.0.1", port, password)
+        yield RedisServer("127.0.0.1", port, REDIS_PASSWORD)
     finally:
         process.terminate()
-        process.wait(timeout=10)
-        shutil.rmtree(base, ignore_errors=True)
+        process.wait(timeout=60)
+        if data_root is None:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class SharedServers:
+    postgres: PostgresServer
+    redis: RedisServer
+
+
+@contextlib.contextmanager
+def shared_servers(root: Path) -> Iterator[SharedServers]:
+    """PostgreSQL and Redis keeping their data in `root`, shared by concurrent users.
+
+    Joins the servers another process started on `root` (that process stops them), or starts
+    them there and stops them on exit; `root/servers.json` says which ports they listen on.
+    """
+    running = running_shared_servers(root)
+    if running is not None:
+        yield running
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    with postgres_server(root / "postgres") as postgres, redis_server(root / "redis") as redis:
+        state = root / "servers.json"
+        state.write_text(json.dumps({"postgres": postgres.port, "redis": redis.port}))
+        try:
+            yield SharedServers(postgres, redis)
+        finally:
+            state.unlink(missing_ok=True)
+
+
+def running_shared_servers(root: Path) -> SharedServers | None:
+    """The servers `shared_servers` runs on `root`, when they are still up."""
+    try:
+        ports = json.loads((root / "servers.json").read_text())
+        postgres_pid = int((root / "postgres" / "data" / "postmaster.pid").read_text().split()[0])
+        redis_pid = int((root / "redis" / "redis.pid").read_text().strip())
+    except (OSError, ValueError, IndexError):
+        return None
+    alive = _is_running(postgres_pid, "postgres") and _is_running(redis_pid, "redis-server")
+    if not alive or not all(_is_listening(ports[name]) for name in ("postgres", "redis")):
+        return None
+    return SharedServers(
+        PostgresServer("127.0.0.1", ports["postgres"], "duckherd", PG_PASSWORD, "postgres"),
+        RedisServer("127.0.0.1", ports["redis"], REDIS_PASSWORD),
+    )
+
+
+def _is_running(pid: int, program: str) -> bool:
+    try:
+        return program in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
