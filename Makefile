@@ -11,8 +11,9 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 setup:
 	@hack/setup.sh
 
-# Every Python file of the repository: the packages, the tests, the benchmarks, hack/*.py.
-PY_PATHS := operator jobs tests benchmarks hack
+# Every Python file of the repository: the packages, the tests, the benchmarks, hack/*.py and
+# the examples' code (the dashboard).
+PY_PATHS := operator jobs tests benchmarks hack examples
 
 lint: setup
 	ruff check $(PY_PATHS)

@@ -12,6 +12,7 @@ new version within a minute (DASHBOARD_REFRESH_SECONDS).
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -55,6 +56,8 @@ def main() -> int:
     pipeline = load_manifest(MANIFEST)
     settings = settings_from_manifest(pipeline, MART, pipeline.metadata.namespace or "default")
     port = pick_port()
+    # Stopped like a service (SIGTERM): unwind, so Streamlit and the servers we started stop too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with shared_servers(root) as servers:
         env = {
             **os.environ,

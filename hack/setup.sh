@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Duckherd's tests and local runs need on a fresh Debian machine. Idempotent.
-#   - Debian packages: PostgreSQL and Redis servers (the tests start their own instances)
+#   - Debian packages: PostgreSQL and Redis servers (the tests start their own instances),
+#     Chromium and chromedriver (the dashboard's browser test)
 #   - a virtualenv in .venv with the project (editable) and its pinned dependencies
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,9 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
+# The dashboard's browser test drives Debian's Chromium with its matching driver (no download).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "hack/setup.sh: please install: ${need_apt[*]} (needs root)" >&2

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,8 @@ from duckherd_jobs.runner import (
     load_manifest,
     run_stage,
 )
+from tests.dashboard.browser import DashboardPage, chromium, running
+from tests.services import free_port, running_shared_servers
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "customer-analytics"
@@ -176,17 +182,32 @@ def described_columns(models: Path) -> dict[str, dict[str, str]]:
     return described
 
 
-def test_make_demo_runs_the_example_end_to_end_and_again_incrementally(tmp_path: Path) -> None:
-    """hack/demo.sh (what `make demo` runs): demo API, ingest, dbt, checks and publish to
-    local Redis and PostgreSQL, in local mode."""
-    warehouse = tmp_path / "customer-analytics.duckdb"
+@dataclass(frozen=True)
+class DemoRuns:
+    warehouse: Path
+    env: dict[str, str]  # what `make demo` and `make dashboard` were run with
+    outputs: list[str]
+
+
+@pytest.fixture(scope="module")
+def demo_runs() -> Iterator[DemoRuns]:
+    """hack/demo.sh (what `make demo` runs), twice, into a warehouse and serving dir of its own.
+
+    The serving dir (Redis's and PostgreSQL's data) is under /tmp, not pytest's tmp dir: under
+    root PostgreSQL runs as the `postgres` user, who cannot reach pytest's private directory.
+    """
+    base = Path(tempfile.mkdtemp(prefix="duckherd-demo-"))
+    base.chmod(0o755)
+    warehouse = base / "customer-analytics.duckdb"
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("DUCKHERD_SOURCE_URL_", "DUCKHERD_DBT_"))
+        if not key.startswith(("DUCKHERD_SOURCE_URL_", "DUCKHERD_DBT_", "DASHBOARD_"))
     }
-    env.update(WAREHOUSE=str(warehouse), CUSTOMERS="600", COLUMNS="200")
-
+    env.update(
+        WAREHOUSE=str(warehouse), SERVING_DIR=str(base / "serving"), CUSTOMERS="600", COLUMNS="200"
+    )
+    outputs = []
     for _ in range(2):
         done = subprocess.run(
             [str(REPO / "hack" / "demo.sh")],
@@ -197,10 +218,21 @@ def test_make_demo_runs_the_example_end_to_end_and_again_incrementally(tmp_path:
             check=False,
         )
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-        assert "postgres: analytics.customer_analytics -> 600 rows" in done.stdout
-        assert "-> 600 rows, run" in done.stdout  # the Redis meta key of the published mart
+        outputs.append(done.stdout)
+    yield DemoRuns(warehouse, env, outputs)
+    shutil.rmtree(base, ignore_errors=True)
 
-    with duckdb.connect(str(warehouse), read_only=True) as connection:
+
+def test_make_demo_runs_the_example_end_to_end_and_again_incrementally(
+    demo_runs: DemoRuns,
+) -> None:
+    """Demo API, ingest, dbt, checks and publish to local Redis and PostgreSQL, in local mode."""
+    for output in demo_runs.outputs:
+        assert "postgres: analytics.customer_analytics -> 600 rows" in output
+        assert "-> 600 rows, run" in output  # the Redis meta key of the published mart
+        assert "look at it: make dashboard" in output
+
+    with duckdb.connect(str(demo_runs.warehouse), read_only=True) as connection:
         runs = connection.execute(
             "SELECT run_id, stage, ok FROM _duckherd.runs ORDER BY started_at"
         ).fetchall()
@@ -217,3 +249,29 @@ def test_make_demo_runs_the_example_end_to_end_and_again_incrementally(tmp_path:
     assert len({run_id for run_id, _, _ in runs}) == 2
     assert marts == (600,)
     assert checks == (10, 10)
+    # Redis and PostgreSQL stopped with the demo; their data stayed for `make dashboard`.
+    assert running_shared_servers(Path(demo_runs.env["SERVING_DIR"])) is None
+
+
+def test_make_dashboard_shows_the_demos_numbers_in_a_browser(demo_runs: DemoRuns) -> None:
+    """`make demo` then `make dashboard` (hack/dashboard.sh): the servers restart on the data
+    the demo left, and the page shows the demo's mart."""
+    with duckdb.connect(str(demo_runs.warehouse), read_only=True) as connection:
+        customers, average, run_id = connection.execute(
+            "SELECT count(*), avg(monthly_ltv), (SELECT max(run_id) FROM _duckherd.runs) "
+            "FROM marts.customer_analytics"
+        ).fetchall()[0]
+    port = free_port()
+    env = {**demo_runs.env, "PORT": str(port)}
+    log = demo_runs.warehouse.with_name("dashboard.log")
+    url = f"http://127.0.0.1:{port}"
+
+    with running([str(REPO / "hack" / "dashboard.sh")], env, url, log), chromium() as driver:
+        page = DashboardPage(driver)
+        page.open(url)
+        totals = page.rendered_totals()
+        assert totals["Customers"] == f"{customers:,}" == "600"
+        assert totals["Average monthly LTV"] == f"{average:,.2f}"
+        assert f"run {run_id}" in page.banner()
+        assert f"dashboard: {url}" in log.read_text()
+    assert running_shared_servers(Path(demo_runs.env["SERVING_DIR"])) is None

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import humanize
-import pandas as pd
 import psycopg2
 import redis
 import streamlit as st
@@ -88,14 +87,11 @@ def show_distribution(summary: MartSummary) -> None:
     if not summary.distribution:
         st.info("No customer has a monthly LTV yet.")
         return
-    labels = [bucket.label for bucket in summary.distribution]
-    bands = pd.DataFrame(
-        {
-            "Monthly LTV": pd.Categorical(labels, categories=labels, ordered=True),
-            "Customers": [bucket.customers for bucket in summary.distribution],
-        }
-    )
-    st.bar_chart(bands, x="Monthly LTV", y="Customers", height=320)
+    bands = {
+        "Monthly LTV": [bucket.label for bucket in summary.distribution],
+        "Customers": [bucket.customers for bucket in summary.distribution],
+    }
+    st.bar_chart(bands, x="Monthly LTV", y="Customers", sort=False, height=320)
     st.caption(
         f"Customers per monthly LTV band ({summary.with_ltv:,} customers active for at least "
         "a month; the bands widen tenfold every three bars)."
@@ -104,13 +100,11 @@ def show_distribution(summary: MartSummary) -> None:
 
 def show_top(summary: MartSummary) -> None:
     st.subheader("Top customers by monthly LTV")
-    top = pd.DataFrame(list(summary.top))
-    if top.empty:
+    if not summary.top:
         st.info("No customer has a monthly LTV yet.")
         return
-    top = top.astype({"monthly_ltv": float})
     st.dataframe(
-        top,
+        list(summary.top),
         hide_index=True,
         column_config={
             "customer_id": st.column_config.NumberColumn("Id", format="%d"),

@@ -22,8 +22,8 @@ import redis
 from psycopg2 import sql
 
 from duckherd.api import DataPipeline, parse_duration
-from duckherd_jobs.publish.mart import normalize_table
 from duckherd_jobs.publish.redis_target import default_prefix
+from duckherd_jobs.sql import table_name
 
 TOP_CUSTOMERS = 10
 _COMMENT_RUN = re.compile(r"\brun (\S+), at (\S+)$")  # postgres_target's table COMMENT
@@ -72,10 +72,10 @@ def settings_from_manifest(pipeline: DataPipeline, table: str, namespace: str) -
     `namespace` is the pipeline's (`default` in local mode). The two connection settings
     (DASHBOARD_POSTGRES_DSN, DASHBOARD_REDIS_URL) come from the publish Secrets instead.
     """
-    mart = normalize_table(table)
+    mart = table_name(table)
     env: dict[str, str] = {}
     for entry in pipeline.spec.publish:
-        if normalize_table(entry.table) != mart:
+        if table_name(entry.table) != mart:
             continue
         if entry.redis is not None:
             prefix = entry.redis.keyPrefix or default_prefix(
