@@ -33,7 +33,7 @@ from serving_layer import (
     read_meta,
 )
 
-from duckherd_jobs.publish.errors import describe_error
+from duckherd_jobs.redaction import describe_error
 
 NOTHING = "\N{EN DASH}"  # a figure that does not exist (no customer old enough for an LTV)
 
