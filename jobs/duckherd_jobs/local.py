@@ -1,21 +1,27 @@
 """`duckherd run PIPELINE.yaml`: the stages of a manifest, in order, in this process.
 
 The status printed at the end is computed by the same pure function the operator uses, so
-it shows what `kubectl get datapipelines -o wide` would.
+it shows the data columns of `kubectl get datapipelines -o wide` (deployment health, `Ready`,
+has no meaning without a cluster). The tables section lists what the warehouse holds, also
+after a failed run. A failed stage is one line naming the cause; `--verbose` adds tracebacks.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from duckherd.api import STAGES, DataPipelineSpec, DataPipelineStatus, Stage
+from duckherd.errors import PipelineError
 from duckherd.status import (
-    READY,
+    DATA_READY,
     RunObservation,
     StageObservation,
     compute_status,
@@ -23,7 +29,8 @@ from duckherd.status import (
 )
 from duckherd.summary import StageSummary
 from duckherd_jobs.context import StageContext, new_run_id
-from duckherd_jobs.runner import ManifestError, load_manifest, run_stage
+from duckherd_jobs.runner import ManifestError, configure_logging, load_manifest, run_stage
+from duckherd_jobs.warehouse import WarehouseTable, list_tables
 
 
 def _stages_to_run(spec: DataPipelineSpec, wanted: str | None) -> list[Stage]:
@@ -48,68 +55,96 @@ def _observation(summary: StageSummary) -> StageObservation:
     )
 
 
-def _table(title: str) -> Table:
-    # kubectl-like: a header rule, no borders, no wrapping inside cells.
-    return Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+def _table(title: str, *, message_column: bool = False) -> Table:
+    # kubectl-like: a header rule, no borders. Key columns never wrap nor shrink; with a
+    # MESSAGE column the table spans the console and MESSAGE takes the width that is left,
+    # cut to one line (the full message is printed above the tables).
+    return Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        expand=message_column,
+    )
+
+
+def _add_columns(table: Table, names: Sequence[str]) -> None:
+    for name in names:
+        if name == "MESSAGE":
+            table.add_column(name, no_wrap=True, overflow="ellipsis", ratio=1)
+        else:
+            table.add_column(name, no_wrap=True)
+
+
+def _add_row(table: Table, *cells: str) -> None:
+    # Text, not markup: a message may contain `[...]` (a list, a JSON body).
+    table.add_row(*(Text(cell) for cell in cells))
 
 
 def status_table(name: str, spec: DataPipelineSpec, status: DataPipelineStatus) -> Table:
-    """The columns of `kubectl get datapipelines -o wide`."""
-    table = _table(f"datapipeline/{name}")
-    for column in (
-        "NAME",
-        "SCHEDULE",
-        "READY",
-        "LAST RUN",
-        "ROWS",
-        "FRESHNESS",
-        "CHECKS",
-        "MESSAGE",
-    ):
-        table.add_column(column, no_wrap=True)
-    ready = get_condition(status.conditions, READY)
+    """The data columns of `kubectl get datapipelines -o wide`."""
+    table = _table(f"datapipeline/{name}", message_column=True)
+    _add_columns(
+        table,
+        ("NAME", "SCHEDULE", "DATA", "LAST RUN", "ROWS", "FRESHNESS", "CHECKS", "MESSAGE"),
+    )
+    data = get_condition(status.conditions, DATA_READY)
     checks = get_condition(status.conditions, "ChecksPassed")
     table.add_row(
         name,
         spec.schedule,
-        ready.status if ready else "",
+        data.status if data else "",
         status.lastRun.result if status.lastRun else "",
-        str(status.totalRows or 0),
+        "" if status.totalRows is None else str(status.totalRows),
         status.freshness.state if status.freshness else "",
         checks.reason if checks else "",
-        ready.message if ready else "",
+        data.message if data else "",
     )
     return table
 
 
-def _details(status: DataPipelineStatus, summaries: list[StageSummary]) -> list[Table]:
-    stages = _table("stages")
-    for column in ("STAGE", "RESULT", "SECONDS", "ROWS", "MESSAGE"):
-        stages.add_column(column, no_wrap=True)
+def stages_table(status: DataPipelineStatus) -> Table:
+    table = _table("stages", message_column=True)
+    _add_columns(table, ("STAGE", "RESULT", "SECONDS", "ROWS", "MESSAGE"))
     for stage in status.lastRun.stages if status.lastRun else []:
-        stages.add_row(
+        _add_row(
+            table,
             stage.stage,
             stage.result,
             f"{stage.durationSeconds:.2f}" if stage.durationSeconds is not None else "",
             "" if stage.rows is None else str(stage.rows),
-            (stage.message or "")[:200],
+            stage.message or "",
         )
-    tables = _table("tables")
-    for column in ("TABLE", "ROWS", "LOADED AT"):
-        tables.add_column(column, no_wrap=True)
-    for entry in status.tables:
-        tables.add_row(entry.name, str(entry.rows), entry.loadedAt or "")
-    result = [stages, tables]
+    return table
+
+
+def warehouse_table(tables: Sequence[WarehouseTable]) -> Table:
+    """What the warehouse holds now, whatever this run did."""
+    table = _table("tables" if tables else "tables: the warehouse holds none yet")
+    _add_columns(table, ("TABLE", "ROWS", "LAST WRITTEN"))
+    for entry in tables:
+        table.add_row(entry.name, str(entry.rows), entry.written_at or "")
+    return table
+
+
+def checks_table(summaries: Sequence[StageSummary]) -> Table | None:
     checks = [s.checks for s in summaries if s.checks is not None]
-    if checks:
-        check_table = _table("checks")
-        for column in ("CHECK", "SEVERITY", "RESULT", "OBSERVED"):
-            check_table.add_column(column, no_wrap=True)
-        for check in checks[-1].results:
-            outcome = "pass" if check.success else ("WARN" if check.severity == "warn" else "FAIL")
-            check_table.add_row(check.name, check.severity, outcome, check.observed or "")
-        result.append(check_table)
-    return result
+    if not checks:
+        return None
+    table = _table("checks")
+    _add_columns(table, ("CHECK", "SEVERITY", "RESULT", "OBSERVED"))
+    for check in checks[-1].results:
+        outcome = "pass" if check.success else ("WARN" if check.severity == "warn" else "FAIL")
+        table.add_row(check.name, check.severity, outcome, check.observed or "")
+    return table
+
+
+def _warehouse_contents(warehouse: Path, console: Console) -> list[WarehouseTable]:
+    try:
+        return list_tables(warehouse)
+    except PipelineError as error:
+        console.print(f"[yellow]cannot list the warehouse's tables:[/yellow] {error}")
+        return []
 
 
 def run_local(
@@ -118,15 +153,18 @@ def run_local(
     warehouse: Path | None = None,
     stages: str | None = None,
     console: Console | None = None,
+    verbose: bool = False,
 ) -> int:
-    """Run the manifest's stages; 0 when every stage succeeded."""
+    """Run the manifest's stages: 0 when every stage succeeded, 1 when one failed, 2 when
+    the manifest or the options are wrong."""
+    configure_logging(level=logging.WARNING, verbose=verbose)
     # Wide like `kubectl -o wide` even when stdout is not a terminal (CI logs, pipes).
     console = console or Console(width=None if Console().is_terminal else 200)
     try:
         pipeline = load_manifest(manifest)
         selected = _stages_to_run(pipeline.spec, stages)
     except ManifestError as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(Text.assemble(("error: ", "red"), str(error)))
         return 2
     name = pipeline.metadata.name
     warehouse = warehouse or Path(".warehouse") / f"{name}.duckdb"
@@ -145,7 +183,7 @@ def run_local(
         mark = "[green]✓[/green]" if summary.ok else "[red]✗[/red]"
         console.print(f"{mark} {stage} in {summary.durationSeconds or 0:.2f}s")
         if not summary.ok:
-            console.print(f"  [red]{summary.error}[/red]")
+            console.print(Text(f"  {summary.error}", style="red"))
             break
     status = compute_status(
         spec=pipeline.spec,
@@ -159,6 +197,9 @@ def run_local(
         now=datetime.now(UTC),
     )
     console.print(status_table(name, pipeline.spec, status))
-    for table in _details(status, summaries):
-        console.print(table)
+    console.print(stages_table(status))
+    console.print(warehouse_table(_warehouse_contents(warehouse, console)))
+    checks = checks_table(summaries)
+    if checks is not None:
+        console.print(checks)
     return 0 if summaries and all(s.ok for s in summaries) else 1

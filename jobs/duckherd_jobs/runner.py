@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from duckherd.api import STAGES, DataPipeline, Stage
 from duckherd.contract import ENV_JOB_NAME, ENV_SOURCE_URL_PREFIX
+from duckherd.errors import PipelineError, describe
 from duckherd.status import rfc3339
 from duckherd.summary import StageSummary, encode
 from duckherd.validation import describe_validation_errors
@@ -44,7 +45,7 @@ _STAGE_FUNCTIONS: dict[str, str] = {
 }
 
 
-class ManifestError(ValueError):
+class ManifestError(PipelineError, ValueError):
     """The manifest cannot be read or does not validate."""
 
 
@@ -101,9 +102,12 @@ def run_stage(stage: Stage, ctx: StageContext) -> StageSummary:
     with redacted_logs(secrets):
         try:
             summary = stage_function(stage)(ctx)
-        except Exception as error:  # every failure becomes a failed summary, named by its cause
-            log.exception("stage %s failed", stage)
-            summary = StageSummary(stage=stage, ok=False, error=f"{type(error).__name__}: {error}")
+        except PipelineError as error:  # the pipeline's fault: its message says what to fix
+            log.debug("stage %s failed", stage, exc_info=True)  # the traceback with --verbose
+            summary = StageSummary(stage=stage, ok=False, error=describe(error))
+        except Exception as error:  # a bug in Duckherd: the traceback is what a fix needs
+            log.exception("stage %s failed with an unexpected error", stage)
+            summary = StageSummary(stage=stage, ok=False, error=describe(error))
     summary = redact_summary(summary, secrets)
     summary.stage = stage
     summary.runId = ctx.run_id
@@ -129,6 +133,14 @@ def write_termination_log(summary: StageSummary, path: Path) -> None:
     sys.stdout.flush()
 
 
+def configure_logging(*, level: int, verbose: bool) -> None:
+    """Logs on stderr at `level`; `verbose` adds Duckherd's debug lines, among them the
+    traceback of a stage that failed with a PipelineError."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
+    if verbose:
+        logging.getLogger("duckherd").setLevel(logging.DEBUG)
+
+
 def run_stage_cli(
     stage: str,
     *,
@@ -136,9 +148,10 @@ def run_stage_cli(
     warehouse: Path,
     termination_log: Path,
     run_id: str | None,
+    verbose: bool = False,
 ) -> int:
     """`duckherd job <stage>`: exit 0 on success, 1 on failure (summary written either way)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging(level=logging.INFO, verbose=verbose)
     if stage not in STAGES:
         sys.stderr.write(f"unknown stage {stage!r}: use one of {', '.join(STAGES)}\n")
         return 2
@@ -158,5 +171,7 @@ def run_stage_cli(
         manifest_dir=spec_path.parent,
     )
     summary = run_stage(typed_stage, ctx)
+    if not summary.ok:
+        log.error("stage %s failed: %s", stage, summary.error)
     write_termination_log(summary, termination_log)
     return 0 if summary.ok else 1

@@ -7,17 +7,18 @@ the lock rather than failing at once, and names the file and the wait on timeout
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import duckdb
 
+from duckherd.errors import PipelineError
+from duckherd.status import rfc3339
 from duckherd.summary import StageSummary
-from duckherd_jobs.sql import DEFAULT_SCHEMA, quote_identifier
+from duckherd_jobs.sql import DEFAULT_SCHEMA, qualified, quote_identifier
 
 SCHEMAS = ("raw", "staging", "intermediate", DEFAULT_SCHEMA, "_duckherd")
 
@@ -52,7 +53,7 @@ CREATE TABLE IF NOT EXISTS _duckherd.checks (
 """
 
 
-class WarehouseLockTimeout(TimeoutError):
+class WarehouseLockTimeout(PipelineError, TimeoutError):
     """Another process held the warehouse for longer than we may wait."""
 
 
@@ -118,5 +119,45 @@ def record_run(connection: duckdb.DuckDBPyConnection, summary: StageSummary) -> 
     )
 
 
-def load_json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
+@dataclass(frozen=True)
+class WarehouseTable:
+    name: str
+    rows: int
+    written_at: str | None
+    """When the latest successful stage that writes tables (ingest, transform) wrote it."""
+
+
+_USER_TABLES = """
+SELECT schema_name, table_name FROM duckdb_tables()
+WHERE database_name = current_database() AND NOT internal AND NOT temporary
+  AND schema_name <> '_duckherd'
+ORDER BY schema_name, table_name
+"""
+_LAST_WRITTEN = """
+SELECT written.key, max(runs.finished_at)
+FROM _duckherd.runs AS runs, json_each(runs.summary, '$.tables') AS written
+WHERE runs.ok AND runs.stage IN ('ingest', 'transform')
+GROUP BY written.key
+"""
+
+
+def list_tables(path: Path, *, timeout_seconds: float = 30.0) -> list[WarehouseTable]:
+    """Every table of the warehouse outside `_duckherd`, with its row count; [] if no file."""
+    if not path.exists():
+        return []
+    with connect(path, timeout_seconds=timeout_seconds, read_only=True) as connection:
+        names = [f"{s}.{t}" for s, t in connection.execute(_USER_TABLES).fetchall()]
+        has_runs = connection.execute(
+            "SELECT count(*) FROM duckdb_tables() "
+            "WHERE schema_name = '_duckherd' AND table_name = 'runs'"
+        ).fetchone()
+        written: dict[str, str] = {}
+        if has_runs and has_runs[0]:
+            rows = connection.execute(_LAST_WRITTEN).fetchall()
+            written = {str(name): rfc3339(when) for name, when in rows if when is not None}
+        return [WarehouseTable(name, _count(connection, name), written.get(name)) for name in names]
+
+
+def _count(connection: duckdb.DuckDBPyConnection, name: str) -> int:
+    row = connection.execute(f"SELECT count(*) FROM {qualified(name)}").fetchone()
+    return int(row[0]) if row else 0

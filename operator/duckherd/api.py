@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic.config import JsonDict
 
 from duckherd.contract import ENV_SECRET_PREFIX
+from duckherd.errors import PipelineError
 
 GROUP = "duckherd.io"
 VERSION = "v1alpha1"
@@ -145,7 +146,7 @@ class SecretKeyRef(ApiModel):
             ) from None
 
 
-class SecretNotFound(LookupError):
+class SecretNotFound(PipelineError, LookupError):
     """A referenced secret value is not in the environment."""
 
 

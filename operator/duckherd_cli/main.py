@@ -18,6 +18,16 @@ from duckherd.contract import (
     WAREHOUSE_PATH,
 )
 
+VerboseOption = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        help="Debug logs, and the traceback of a failure the pipeline caused "
+        "(a bug in Duckherd always shows its traceback).",
+    ),
+]
+
 app = typer.Typer(
     name="duckherd",
     help="DuckDB data pipelines as Kubernetes resources.",
@@ -84,6 +94,7 @@ def job(
     run_id: Annotated[
         str | None, typer.Option(envvar=ENV_RUN_ID, help="Run id shared by a run's stages.")
     ] = None,
+    verbose: VerboseOption = False,
 ) -> None:
     """Run one pipeline stage (what a stage pod runs)."""
     import logging
@@ -98,6 +109,7 @@ def job(
         warehouse=warehouse,
         termination_log=termination_log,
         run_id=run_id,
+        verbose=verbose,
     )
     # The summary is written and the warehouse closed: skip interpreter teardown, which with
     # Great Expectations and dbt loaded costs about a second per stage pod.
@@ -116,11 +128,16 @@ def run(
     stages: Annotated[
         str | None, typer.Option(help="Comma-separated stages to run (default: all configured).")
     ] = None,
+    verbose: VerboseOption = False,
 ) -> None:
-    """Run a pipeline manifest locally, without a cluster."""
+    """Run a pipeline manifest locally, without a cluster.
+
+    Exits 0 when every stage succeeded, 1 when a stage failed (one line says why), 2 when the
+    manifest or the options are wrong.
+    """
     from duckherd_jobs.local import run_local
 
-    raise typer.Exit(run_local(manifest, warehouse=warehouse, stages=stages))
+    raise typer.Exit(run_local(manifest, warehouse=warehouse, stages=stages, verbose=verbose))
 
 
 @app.command("demo-source")

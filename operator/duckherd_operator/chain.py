@@ -127,7 +127,7 @@ def next_stage(planned: Sequence[Stage], done: Stage) -> Stage | None:
 
 
 def decide(
-    planned: Sequence[Stage], jobs: Sequence[JobView], *, suspended: bool = False
+    planned: Sequence[Stage], jobs: Sequence[JobView]
 ) -> tuple[Run | None, list[StartStage | LabelRun]]:
     """The newest run and the actions that move it on. At most one stage is started, and
     only when no stage Job of the pipeline is active (one writer per warehouse)."""

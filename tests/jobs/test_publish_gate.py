@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import redis as redis_client
 
 from duckherd.summary import StageSummary
 from duckherd_jobs.runner import run_stage
-from duckherd_jobs.warehouse import connect, load_json
+from duckherd_jobs.warehouse import connect
 from tests.jobs.test_publish_support import (
     CHECKS,
     REDIS_ENV,
@@ -70,7 +71,7 @@ def test_a_blocked_publish_is_recorded_as_blocked_in_the_run_log(
         rows = connection.execute(
             "SELECT ok, summary FROM _duckherd.runs WHERE stage = 'publish' AND run_id = 'run-1'"
         ).fetchall()
-    assert [(ok, load_json(summary)["blocked"]) for ok, summary in rows] == [(False, True)]
+    assert [(ok, json.loads(summary)["blocked"]) for ok, summary in rows] == [(False, True)]
 
 
 def test_warn_failures_do_not_block(

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from duckherd.api import Check, parse_duration
+from duckherd.errors import PipelineError
 from duckherd.validation import describe_validation_errors
 from duckherd_jobs.check.referential import EXIST_IN_TABLE
 from duckherd_jobs.check.schema import normalize_type
@@ -34,7 +35,7 @@ MAX_RECENT = "expect_column_max_to_be_recent"
 GX_SEVERITY = {"error": FailureSeverity.CRITICAL, "warn": FailureSeverity.WARNING}
 
 
-class CheckConfigError(ValueError):
+class CheckConfigError(PipelineError, ValueError):
     """A check whose expectation arguments are invalid; the message names the check and field."""
 
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import duckdb
 from great_expectations.core import ExpectationValidationResult
 
+from duckherd.errors import PipelineError
 from duckherd.summary import CheckResult, ChecksSummary, StageSummary, TableSummary
 from duckherd_jobs.check.config import PlannedCheck, plan_checks
 from duckherd_jobs.check.evaluators import build_evaluator, referenced_columns
@@ -34,11 +35,11 @@ from duckherd_jobs.warehouse import connect
 OBSERVED_MAX_CHARS = 200
 
 
-class CheckTargetError(LookupError):
+class CheckTargetError(PipelineError, LookupError):
     """A check names a table or column the warehouse does not have."""
 
 
-class CheckComputeError(ValueError):
+class CheckComputeError(PipelineError, ValueError):
     """DuckDB refused a check's SQL, typically arguments of the wrong type for the column."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from duckherd.errors import PipelineError
 
-class IngestError(RuntimeError):
+
+class IngestError(PipelineError, RuntimeError):
     """A source could not be read or loaded; the message names the source and the cause."""

@@ -61,7 +61,7 @@ class _WaitRetryAfterOrBackoff(tenacity.wait.wait_base):
 
 def describe_failure(error: BaseException) -> str:
     """A cause without the URL (which may carry a credential in its query)."""
-    if isinstance(error, RetryableResponse):
+    if isinstance(error, RetryableResponse | FatalResponse):
         return str(error)
     if isinstance(error, httpx.TimeoutException):
         return f"timed out ({type(error).__name__})"
@@ -113,7 +113,7 @@ class Fetcher:
                         parse_retry_after(response.headers.get("Retry-After")),
                     )
                 if response.status_code >= 400:
-                    raise FatalResponse(f"HTTP {response.status_code}")
+                    raise FatalResponse(f"HTTP {response.status_code} {response.reason_phrase}")
                 with target.open("wb") as file:
                     for chunk in response.iter_bytes(chunk_bytes):
                         file.write(chunk)
@@ -145,5 +145,7 @@ class Fetcher:
                 parse_retry_after(response.headers.get("Retry-After")),
             )
         if response.status_code >= 400:
-            raise FatalResponse(f"HTTP {response.status_code}: {response.text[:200]!r}")
+            raise FatalResponse(
+                f"HTTP {response.status_code} {response.reason_phrase}: {response.text[:200]!r}"
+            )
         return response

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -330,7 +330,8 @@ class HttpExtractor:
                 else (f" after {self.http.maxRetries} retries")
             )
             cause = redact(describe_failure(error), self.secrets)
-            raise IngestError(self._where(f"GET {shown}: {cause}{retried}")) from None
+            request = f"GET with {shown}" if shown else "GET"
+            raise IngestError(self._where(f"{request}: {cause}{retried}")) from None
 
     def _fetch_until_short(self, spool: _Spool, first: _FirstPage) -> None:
         """Page after page until one comes back short or empty (the total is unknown).
@@ -440,6 +441,3 @@ def extract_http(
     source: Source, env: Mapping[str, str], cursor: str | None, spool_dir: Path
 ) -> Extracted:
     return HttpExtractor(source, env, cursor, spool_dir).extract()
-
-
-ExtractFunction = Callable[[Source, Mapping[str, str], str | None, Path], Extracted]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from duckherd.errors import PipelineError
 
-class PublishError(RuntimeError):
+
+class PublishError(PipelineError, RuntimeError):
     """A target failed or refused a publish; the message names the target and the cause."""
 
 
-class PublishInputError(ValueError):
+class PublishInputError(PipelineError, ValueError):
     """The spec or the warehouse cannot be published as asked; the message names the field."""

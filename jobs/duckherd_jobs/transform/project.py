@@ -26,6 +26,7 @@ from pathlib import Path
 
 from duckherd.api import DbtProject
 from duckherd.contract import DBT_CONFIGMAP_MOUNT, ENV_DBT_CONFIGMAP_DIR, ENV_DBT_PROJECT
+from duckherd.errors import PipelineError
 
 PROJECT_FILE = "dbt_project.yml"
 SEPARATOR = "__"
@@ -35,7 +36,7 @@ _SKIPPED_DIRS = frozenset({"target", "logs", "dbt_packages", ".git", "__pycache_
 _SKIPPED_FILES = frozenset({".user.yml", "package-lock.yml"})
 
 
-class DbtProjectError(ValueError):
+class DbtProjectError(PipelineError, ValueError):
     """The dbt project cannot be found or rebuilt; the message names the field or key."""
 
 

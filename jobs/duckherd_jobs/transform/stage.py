@@ -11,6 +11,7 @@ import duckdb
 
 from duckherd.api import DbtTransform
 from duckherd.contract import ENV_DBT_LOG_LEVEL
+from duckherd.errors import PipelineError
 from duckherd.summary import StageSummary, TableSummary
 from duckherd_jobs.context import StageContext, utc_now
 from duckherd_jobs.history import checks_summary, record_checks
@@ -33,8 +34,12 @@ MANIFEST_CACHE_DIR = ".duckherd-dbt-manifests"
 _LOG_LEVELS = ("debug", "info", "warn", "error", "none")
 
 
-class TransformConfigError(ValueError):
+class TransformConfigError(PipelineError, ValueError):
     """spec.transform is missing or unusable."""
+
+
+class TransformError(PipelineError, RuntimeError):
+    """dbt stopped before building anything (a parse, compile or connection error)."""
 
 
 def run_transform(ctx: StageContext) -> StageSummary:
@@ -89,7 +94,7 @@ def _dbt_log_level(ctx: StageContext) -> str:
 def _summarize(outcome: DbtOutcome, ctx: StageContext) -> StageSummary:
     if outcome.error and not outcome.nodes:
         # dbt stopped before running any node (parse / compile / connection error).
-        raise RuntimeError(f"dbt failed: {outcome.error}")
+        raise TransformError(f"dbt failed: {outcome.error}")
     models = {
         node.name: node.status for node in outcome.nodes if node.resource_type in _BUILT_TYPES
     }
