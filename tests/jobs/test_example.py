@@ -239,7 +239,12 @@ def test_make_demo_runs_the_example_end_to_end_and_again_incrementally(
         marts = connection.execute("SELECT count(*) FROM marts.customer_analytics").fetchone()
         checks = connection.execute(
             "SELECT count(*), count(*) FILTER (WHERE success) FROM _duckherd.checks"
+            " WHERE expectation <> 'dbt_test'"
         ).fetchone()
+        dbt_tests = connection.execute(
+            "SELECT run_id, count(*), count(*) FILTER (WHERE success) FROM _duckherd.checks"
+            " WHERE expectation = 'dbt_test' GROUP BY run_id"
+        ).fetchall()
     assert [(stage, ok) for _, stage, ok in runs] == [
         ("ingest", True),
         ("transform", True),
@@ -249,6 +254,11 @@ def test_make_demo_runs_the_example_end_to_end_and_again_incrementally(
     assert len({run_id for run_id, _, _ in runs}) == 2
     assert marts == (600,)
     assert checks == (10, 10)
+    # The transform records the dbt tests it ran beside the checks: the same ones each run,
+    # all passing on the demo's data.
+    assert len(dbt_tests) == 2
+    assert {(total, passed) for _, total, passed in dbt_tests} == {(dbt_tests[0][1],) * 2}
+    assert dbt_tests[0][1] > 0
     # Redis and PostgreSQL stopped with the demo; their data stayed for `make dashboard`.
     assert running_shared_servers(Path(demo_runs.env["SERVING_DIR"])) is None
 
