@@ -9,7 +9,9 @@ cannot end the quoted identifier. Names from the spec are validated at the door
 
 from __future__ import annotations
 
-DEFAULT_SCHEMA = "marts"
+from duckherd.contract import MARTS_SCHEMA
+
+DEFAULT_SCHEMA = MARTS_SCHEMA
 """The schema of a table named without one (`customers` is `marts.customers`)."""
 
 

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import duckdb
 
+from duckherd.contract import RAW_SCHEMA
 from duckherd.errors import PipelineError
 from duckherd.status import rfc3339
 from duckherd.summary import StageSummary
 from duckherd_jobs.sql import DEFAULT_SCHEMA, qualified, quote_identifier
 
-SCHEMAS = ("raw", "staging", "intermediate", DEFAULT_SCHEMA, "_duckherd")
+SCHEMAS = (RAW_SCHEMA, "staging", "intermediate", DEFAULT_SCHEMA, "_duckherd")
 
 METADATA_DDL = """
 CREATE SCHEMA IF NOT EXISTS _duckherd;

@@ -993,7 +993,14 @@ class DataPipelineStatus(ApiModel):
     )
     nextScheduleTime: str | None = Field(default=None, description="Next scheduled ingest.")
     tables: list[TableStatus] = Field(default_factory=list, description="Rows per table.")
-    totalRows: int | None = Field(default=None, description="Rows across the tables above.")
+    totalRows: int | None = Field(
+        default=None,
+        description=(
+            "Rows in the pipeline's final tables (the ROWS column): the tables in the `marts` "
+            "schema when the pipeline has a transform, else the `raw` tables ingest writes. "
+            "Each table's own count is in `tables`."
+        ),
+    )
     freshness: FreshnessStatus | None = Field(default=None, description="Freshness.")
     quality: QualityStatus | None = Field(default=None, description="Quality summary.")
     published: list[PublishedStatus] = Field(default_factory=list, description="Publish results.")

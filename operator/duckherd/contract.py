@@ -28,6 +28,13 @@ DBT_CONFIGMAP_MOUNT: Final = f"{SPEC_MOUNT}/dbt-project"
 TERMINATION_LOG: Final = "/dev/termination-log"
 """The stage pod writes its `duckherd.summary.StageSummary` JSON here; the operator reads it."""
 
+# --- The warehouse layout -----------------------------------------------------------------
+# dbt models build into the schema they name (dbt/macros/generate_schema_name.sql).
+RAW_SCHEMA: Final = "raw"
+"""Ingest writes `raw.<source>`."""
+MARTS_SCHEMA: Final = "marts"
+"""The pipeline's final models; a table named without a schema (checks, publish) is here."""
+
 # --- Environment of a stage pod ------------------------------------------------------------
 ENV_SPEC: Final = "DUCKHERD_SPEC"
 """Path of the manifest (default SPEC_PATH)."""

@@ -136,7 +136,12 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "jsonPath": '.status.conditions[?(@.type=="DataReady")].status',
     },
     {"name": "Last Run", "type": "string", "jsonPath": ".status.lastRun.result"},
-    {"name": "Rows", "type": "integer", "jsonPath": ".status.totalRows"},
+    {
+        "name": "Rows",
+        "type": "integer",
+        "jsonPath": ".status.totalRows",
+        "description": "Rows in the final tables: marts with a transform, else raw.",
+    },
     {"name": "Freshness", "type": "string", "jsonPath": ".status.freshness.state"},
     {"name": "Last Success", "type": "date", "jsonPath": ".status.lastSuccessfulTime"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

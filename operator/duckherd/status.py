@@ -25,6 +25,7 @@ from duckherd.api import (
     TableStatus,
     parse_duration,
 )
+from duckherd.contract import MARTS_SCHEMA, RAW_SCHEMA
 from duckherd.summary import StageSummary
 
 # Deployment health (docs/status.md): did the operator accept and act on this generation?
@@ -222,6 +223,15 @@ def run_status(run: RunObservation, planned: Sequence[Stage]) -> RunStatus:
 # --------------------------------------------------------------------------- whole status
 
 
+def final_rows(spec: DataPipelineSpec, tables: Sequence[TableStatus]) -> int | None:
+    """Rows in the pipeline's final tables: the marts when it has a transform, else the raw
+    tables ingest writes. None until one exists. (Adding raw and marts together would count
+    the same records twice.)"""
+    schema = MARTS_SCHEMA if spec.transform is not None else RAW_SCHEMA
+    final = [t.rows for t in tables if t.name.partition(".")[0] == schema]
+    return sum(final) if final else None
+
+
 def _merge_tables(previous: Sequence[TableStatus], run: RunObservation) -> list[TableStatus]:
     tables = {t.name: t for t in previous}
     for observation in run.stages:
@@ -416,7 +426,7 @@ def _data_health(
     if run is not None:
         _record_run(status, run_status(run, spec.stages()), now)
         status.tables = _merge_tables(status.tables, run)
-        status.totalRows = sum(t.rows for t in status.tables) if status.tables else None
+        status.totalRows = final_rows(spec, status.tables)
         status.quality = _quality(run, status.quality)
         status.published = _published(run, status.published)
         last_loaded = _last_loaded_at(

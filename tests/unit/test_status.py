@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from duckherd.api import Condition, DataPipelineSpec, DataPipelineStatus
+from duckherd.api import Condition, DataPipelineSpec, DataPipelineStatus, Stage
 from duckherd.status import (
     Problem,
     RunObservation,
@@ -92,9 +92,46 @@ def test_a_running_first_run_is_deployed_but_has_no_data_yet() -> None:
     assert ready is not None and (ready.status, ready.reason) == ("True", "Reconciled")
     data = get_condition(status.conditions, "DataReady")
     assert data is not None and (data.status, data.reason) == ("False", "FirstRunInProgress")
-    assert status.tables[0].rows == 100 and status.totalRows == 100
+    assert status.tables[0].rows == 100
+    assert status.totalRows is None  # no mart yet: raw rows are not the pipeline's output
     assert status.freshness is not None and status.freshness.state == "Fresh"
     assert status.observedGeneration == 3
+
+
+def built(stage: Stage, tables: dict[str, int]) -> StageObservation:
+    summary = StageSummary(
+        stage=stage,
+        ok=True,
+        tables={name: TableSummary(rows=rows) for name, rows in tables.items()},
+        finishedAt="2026-11-26T07:30:00Z",
+    )
+    return StageObservation(stage=stage, job=stage, state="Succeeded", summary=summary)
+
+
+def test_rows_are_the_marts_rows_not_raw_plus_marts() -> None:
+    status = status_of(
+        ingest(),
+        built("transform", {"staging.stg_customers": 100, "marts.customer_analytics": 100}),
+        built("check", {"marts.customer_analytics": 100}),
+    )
+    assert status.totalRows == 100
+    per_table = {t.name: t.rows for t in status.tables}
+    assert per_table == {
+        "raw.customers": 100,
+        "staging.stg_customers": 100,
+        "marts.customer_analytics": 100,
+    }
+
+
+def test_without_a_transform_rows_are_the_raw_rows() -> None:
+    status = compute_status(
+        spec=INGEST_ONLY,
+        generation=3,
+        previous=DataPipelineStatus(),
+        run=RunObservation(run_id="r1", trigger="Schedule", stages=(ingest(),)),
+        now=NOW,
+    )
+    assert status.totalRows == 100
 
 
 def test_a_failed_source_gives_data_ready_false_with_the_cause() -> None:

@@ -8,6 +8,7 @@ from datetime import datetime
 import duckdb
 
 from duckherd.api import Source
+from duckherd.contract import RAW_SCHEMA
 from duckherd_jobs.ingest.errors import IngestError
 from duckherd_jobs.ingest.extracted import Extracted
 from duckherd_jobs.ingest.schema import IncompatibleType, column_type_for_new_column, widen
@@ -15,7 +16,6 @@ from duckherd_jobs.sql import quote_identifier, sql_string
 
 LOADED_AT, RUN_ID = "_loaded_at", "_run_id"
 RESERVED_COLUMNS = (LOADED_AT, RUN_ID)
-RAW_SCHEMA = "raw"
 
 
 @dataclass(frozen=True)
