@@ -51,6 +51,15 @@ CREATE TABLE IF NOT EXISTS _duckherd.checks (
     observed_value JSON,
     result JSON
 );
+CREATE TABLE IF NOT EXISTS _duckherd.profiles (
+    run_id VARCHAR NOT NULL,
+    profiled_at TIMESTAMPTZ NOT NULL,
+    table_name VARCHAR NOT NULL,
+    column_name VARCHAR NOT NULL,
+    ok BOOLEAN NOT NULL,
+    row_count BIGINT NOT NULL,
+    profile JSON NOT NULL
+);
 """
 
 

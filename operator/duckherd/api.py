@@ -510,6 +510,9 @@ ExpectationName = Literal[
     "expect_column_pair_values_a_to_be_greater_than_b",
     # referential integrity (Duckherd's; dbt's `relationships` test)
     "expect_column_values_to_exist_in_table",
+    # distribution drift against earlier runs (Duckherd's)
+    "expect_column_drift_to_be_within",
+    "expect_column_kl_divergence_to_previous_runs_to_be_less_than",
 ]
 SUPPORTED_EXPECTATIONS: tuple[str, ...] = get_args(ExpectationName)
 
@@ -531,7 +534,11 @@ class Check(ApiModel):
             "max_change_pct: change versus the previous run) and "
             "expect_column_max_to_be_recent (kwargs column, max_age: a duration such as 24h), "
             "expect_column_values_to_exist_in_table (a foreign key: kwargs column or "
-            "column_list, to_table, to_column or to_column_list, mostly). "
+            "column_list, to_table, to_column or to_column_list, mostly), "
+            "expect_column_drift_to_be_within (kwargs column, runs, max_mean_change_pct, "
+            "max_stddev_change_pct, max_null_fraction_change: versus the last runs that "
+            "passed) and expect_column_kl_divergence_to_previous_runs_to_be_less_than "
+            "(kwargs column, threshold, runs, tail_weight_holdout). "
             "See docs/quality.md."
         )
     )

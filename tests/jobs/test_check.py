@@ -633,3 +633,128 @@ def test_referential_integrity_bad_input_is_named(
     with pytest.raises(error, match=message):
         check(warehouse, [_orders_check(**kwargs)])
     assert _history(warehouse) == []
+
+
+DRIFT = "expect_column_drift_to_be_within"
+KL = "expect_column_kl_divergence_to_previous_runs_to_be_less_than"
+
+
+def _observed(warehouse: Path, run_id: str) -> list[Any]:
+    rows = query(
+        warehouse,
+        "SELECT observed_value FROM _duckherd.checks WHERE run_id = ? ORDER BY rowid",
+        [run_id],
+    )
+    return [json.loads(row[0]) for row in rows]
+
+
+def test_drift_compares_with_the_last_runs_that_passed(warehouse: Path) -> None:
+    checks = [
+        _check(DRIFT, column="revenue", max_mean_change_pct=10, max_null_fraction_change=0.05),
+        _check(DRIFT, severity="warn", column="status", max_null_fraction_change=0.01),
+    ]
+    first = check(warehouse, checks, run_id="run-1")
+    assert first.ok and first.checks is not None
+    assert [r.observed for r in first.checks.results] == ["no baseline", "no baseline"]
+
+    same = check(warehouse, checks, run_id="run-2")
+    assert same.ok, same.error
+
+    # Every value still in range, the same row count, the mean 20% higher: only drift sees it.
+    with duckdb.connect(str(warehouse)) as connection:
+        connection.execute("UPDATE marts.customers SET revenue = revenue * 1.2")
+    shifted = check(warehouse, checks, run_id="run-3")
+    assert not shifted.ok
+    assert shifted.checks is not None
+    assert [r.success for r in shifted.checks.results] == [False, True]
+    assert shifted.checks.results[0].observed.startswith("mean_change_pct 20 > 10")
+    stored = json.loads(
+        query(warehouse, "SELECT result FROM _duckherd.checks WHERE run_id = 'run-3' LIMIT 1")[0][0]
+    )
+    details = stored["result"]["details"]
+    assert details["baseline_runs"] == ["run-2", "run-1"]
+    assert details["exceeded"] == ["mean_change_pct"]
+    assert details["changes"]["mean_change_pct"] == pytest.approx(20.0)
+    assert details["changes"]["null_fraction_change"] == pytest.approx(0.0)
+
+    # The failed run is no baseline: the next run still compares with runs 1 and 2.
+    again = check(warehouse, checks, run_id="run-4")
+    assert not again.ok
+    baseline_runs = json.loads(
+        query(
+            warehouse,
+            "SELECT result->'$.result.details.baseline_runs' FROM _duckherd.checks "
+            "WHERE run_id = 'run-4' LIMIT 1",
+        )[0][0]
+    )
+    assert baseline_runs == ["run-2", "run-1"]
+
+
+def test_every_checked_table_is_profiled_once_per_run(warehouse: Path) -> None:
+    check(warehouse, [_check(DRIFT, column="revenue", max_stddev_change_pct=5)], run_id="run-1")
+    rows = query(
+        warehouse,
+        "SELECT column_name, ok, row_count, profile FROM _duckherd.profiles ORDER BY rowid",
+    )
+    profiles = {row[0]: json.loads(row[3]) for row in rows}
+    assert list(profiles) == [
+        "customer_id",
+        "email",
+        "contact",
+        "revenue",
+        "status",
+        "segment",
+        "region",
+        "updated_at",
+        "months_active",
+    ]
+    assert {(row[1], row[2]) for row in rows} == {(True, 200)}
+    revenue = profiles["revenue"]
+    assert revenue["null_fraction"] == pytest.approx(6 / 200)
+    assert revenue["min"] == -10.5 and revenue["max"] == 2450.0
+    assert revenue["mean"] == pytest.approx(
+        query(warehouse, "SELECT avg(revenue) FROM marts.customers")[0][0]
+    )
+    assert len(revenue["quantiles"]) == 5 and revenue["distinct"] > 100
+    assert set(profiles["email"]) == {"type", "min", "max", "null_fraction"}  # not watched
+
+
+def test_kl_divergence_against_previous_runs(warehouse: Path) -> None:
+    checks = [
+        _check(KL, column="status", threshold=0.05),
+        _check(KL, severity="warn", column="status", threshold=0.05, tail_weight_holdout=0.01),
+    ]
+    assert check(warehouse, checks, run_id="run-1").ok
+    assert check(warehouse, checks, run_id="run-2").ok
+    assert _observed(warehouse, "run-2") == [0.0, 0.0]
+    with duckdb.connect(str(warehouse)) as connection:
+        connection.execute(
+            "UPDATE marts.customers SET status = 'paused' WHERE customer_id % 10 = 1"
+        )
+    shifted = check(warehouse, checks, run_id="run-3")
+    assert shifted.checks is not None
+    assert [r.success for r in shifted.checks.results] == [False, False]
+    assert shifted.checks.results[0].observed.startswith("KL infinite")
+    observed = _observed(warehouse, "run-3")
+    assert observed[0] is None and observed[1] > 0.05
+
+
+@pytest.mark.parametrize(
+    ("expectation", "kwargs", "message"),
+    [
+        (DRIFT, {"column": "revenue"}, "give at least one of max_mean_change_pct"),
+        (DRIFT, {"column": "revenue", "max_mean_change_pct": -1}, "kwargs.max_mean_change_pct"),
+        (KL, {"column": "status"}, "kwargs.threshold"),
+        (KL, {"column": "status", "threshold": 1, "runs": 0}, "kwargs.runs"),
+    ],
+)
+def test_drift_arguments_are_validated(
+    warehouse: Path, expectation: str, kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(CheckConfigError, match=message):
+        check(warehouse, [_check(expectation, **kwargs)])
+
+
+def test_mean_drift_on_text_is_refused_naming_the_column(warehouse: Path) -> None:
+    with pytest.raises(CheckTargetError, match="column 'status' is VARCHAR; mean and stddev"):
+        check(warehouse, [_check(DRIFT, column="status", max_mean_change_pct=1)])

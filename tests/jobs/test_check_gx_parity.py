@@ -363,3 +363,69 @@ def test_type_expectations_agree_with_gx_sql_engine(tmp_path: Path) -> None:
             assert GX_TYPE_NAMES[observed.partition("(")[0]] == theirs["result"]["observed_value"]
             verdicts.append(result["success"])
     assert set(verdicts) == {True, False}
+
+
+# Drift's categorical test is GX's expect_column_kl_divergence_to_be_less_than with the
+# partition taken from earlier runs' profiles: GX, given that partition, must agree.
+KL = "expect_column_kl_divergence_to_previous_runs_to_be_less_than"
+KL_CASES: list[dict[str, Any]] = [
+    {"threshold": 0.5},  # a value the baseline never saw: infinite
+    {"threshold": 0.5, "tail_weight_holdout": 0.05},
+    {"threshold": 0.01, "tail_weight_holdout": 0.05},
+    {"threshold": 0.2, "tail_weight_holdout": 0.3},
+]
+SHIFT_SQL = (
+    "UPDATE marts.customers SET status = CASE WHEN customer_id % 10 = 1 THEN 'paused' "
+    "WHEN customer_id % 4 = 0 THEN 'active' ELSE status END"
+)
+
+
+def test_kl_divergence_to_previous_runs_equals_gx(tmp_path: Path) -> None:
+    warehouse = make_warehouse(tmp_path / "warehouse.duckdb")
+    checks = [
+        {
+            "table": "customers",
+            "expectation": KL,
+            "kwargs": {"column": "status", **kwargs},
+            "severity": "warn",
+        }
+        for kwargs in KL_CASES
+    ]
+    check(warehouse, checks, run_id="run-1")
+    baseline = dict(
+        query(
+            warehouse,
+            "SELECT status, count(*) FROM marts.customers WHERE status IS NOT NULL GROUP BY ALL",
+        )
+    )
+    with duckdb.connect(str(warehouse)) as connection:
+        connection.execute(SHIFT_SQL)
+    check(warehouse, checks, run_id="run-2")
+    ours = [
+        json.loads(row[0])
+        for row in query(
+            warehouse, "SELECT result FROM _duckherd.checks WHERE run_id = 'run-2' ORDER BY rowid"
+        )
+    ]
+    total = sum(baseline.values())
+    partition = {
+        "values": list(baseline),
+        "weights": [count / total for count in baseline.values()],
+    }
+    with gx_duckdb(warehouse) as reference:
+        for kwargs, result in zip(KL_CASES, ours, strict=True):
+            gx_kwargs = {"column": "status", "partition_object": partition, **kwargs}
+            theirs: dict[str, Any] = reference.validate(
+                "marts.customers", "expect_column_kl_divergence_to_be_less_than", gx_kwargs
+            ).to_json_dict()
+            assert "'raised_exception': True" not in str(theirs["exception_info"])
+            assert result["success"] == theirs["success"], kwargs
+            expected = theirs["result"]["observed_value"]
+            mine = result["result"]["observed_value"]
+            assert mine == (None if expected is None else pytest.approx(expected, rel=1e-9))
+            for side in ("observed_partition", "expected_partition"):
+                gx_side = theirs["result"]["details"][side]
+                my_side = result["result"]["details"][side]
+                assert dict(zip(my_side["values"], my_side["weights"], strict=True)) == (
+                    pytest.approx(dict(zip(gx_side["values"], gx_side["weights"], strict=True)))
+                )

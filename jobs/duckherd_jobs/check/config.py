@@ -26,6 +26,7 @@ from pydantic import (
 from duckherd.api import Check, parse_duration
 from duckherd.errors import PipelineError
 from duckherd.validation import describe_validation_errors
+from duckherd_jobs.check.drift import DRIFT, KL_DIVERGENCE
 from duckherd_jobs.check.referential import EXIST_IN_TABLE
 from duckherd_jobs.check.schema import normalize_type
 from duckherd_jobs.sql import table_name
@@ -87,7 +88,38 @@ class _ExistInTableKwargs(BaseModel):
         return self
 
 
+class _DriftKwargs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    column: str = Field(min_length=1)
+    runs: int = Field(default=5, ge=1, le=100)
+    max_mean_change_pct: float | None = Field(default=None, ge=0)
+    max_stddev_change_pct: float | None = Field(default=None, ge=0)
+    max_null_fraction_change: float | None = Field(default=None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> _DriftKwargs:
+        limits = (self.max_mean_change_pct, self.max_stddev_change_pct)
+        if all(limit is None for limit in (*limits, self.max_null_fraction_change)):
+            raise ValueError(
+                "give at least one of max_mean_change_pct, max_stddev_change_pct, "
+                "max_null_fraction_change"
+            )
+        return self
+
+
+class _KlDivergenceKwargs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    column: str = Field(min_length=1)
+    threshold: float = Field(ge=0)
+    runs: int = Field(default=5, ge=1, le=100)
+    tail_weight_holdout: float = Field(default=0.0, ge=0, le=1)
+
+
 _DUCKHERD_KWARGS: dict[str, type[BaseModel]] = {
+    DRIFT: _DriftKwargs,
+    KL_DIVERGENCE: _KlDivergenceKwargs,
     ROW_COUNT_CHANGE: _RowCountChangeKwargs,
     MAX_RECENT: _MaxRecentKwargs,
     EXIST_IN_TABLE: _ExistInTableKwargs,
@@ -122,8 +154,15 @@ class PlannedCheck:
 
 def expectation_class(expectation: str) -> Any:
     """GX's class for a snake_case expectation type, or None when GX has no such expectation."""
-    class_name = "".join(part.capitalize() for part in expectation.split("_"))
-    return getattr(gx_expectations, class_name, None)
+    class_name = "".join(expectation.split("_")).lower()  # GX spells some KL, some Kl
+    return next(
+        (
+            getattr(gx_expectations, name)
+            for name in dir(gx_expectations)
+            if name.lower() == class_name and name.startswith("Expect")
+        ),
+        None,
+    )
 
 
 def _where(position: int, check: Check) -> str:

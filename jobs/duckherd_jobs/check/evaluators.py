@@ -5,6 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from duckherd_jobs.check.drift import (
+    DRIFT,
+    DRIFT_EXPECTATIONS,
+    ColumnProfile,
+    Drift,
+    KlDivergence,
+)
 from duckherd_jobs.check.pushdown import (
     ROW_COUNT,
     Aggregate,
@@ -99,10 +106,11 @@ def build_evaluator(
     expectation: str,
     kwargs: Mapping[str, Any],
     columns: Mapping[str, str],
-    related: RelatedKey | None = None,
+    resolved: RelatedKey | ColumnProfile | None = None,
 ) -> Evaluator:
     """The evaluator of one expectation; `columns` maps spec names to the table's own names,
-    `related` is the resolved parent key of a referential check."""
+    `resolved` is what the stage looked up for it: a referential check's parent key, a drift
+    check's column profile."""
 
     def col(name: str) -> str:
         return quote_identifier(columns[name])
@@ -129,9 +137,12 @@ def build_evaluator(
     if expectation == "expect_table_row_count_to_be_between":
         return AggregateBetween(ROW_COUNT, kwargs)
     if expectation == EXIST_IN_TABLE:
-        assert related is not None, "a referential check needs its related table resolved"
+        assert isinstance(resolved, RelatedKey), "a referential check needs its parent resolved"
         names = key_columns(kwargs)[0]
-        return ExistInTable([col(name) for name in names], names, related, mostly)
+        return ExistInTable([col(name) for name in names], names, resolved, mostly)
+    if expectation in DRIFT_EXPECTATIONS:
+        assert isinstance(resolved, ColumnProfile), "a drift check needs its column's profile"
+        return Drift(resolved, kwargs) if expectation == DRIFT else KlDivergence(resolved, kwargs)
     return _build_other(expectation, kwargs, col, mostly)
 
 

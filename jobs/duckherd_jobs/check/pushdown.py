@@ -18,7 +18,7 @@ import math
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -63,10 +63,13 @@ NO_VALUES = Outcome(False, {"observed_value": None}, "no values")
 
 @dataclass(frozen=True)
 class Situation:
-    """What an evaluation needs besides the scan: the time and the previous run's row count."""
+    """What an evaluation needs besides the scan: the time, the previous run's row count and the
+    drift baseline (column -> earlier profiles, newest first; see `drift.py`)."""
 
     now: datetime
     previous_row_count: int | None
+    run_id: str = ""
+    baseline: Mapping[str, Sequence[Any]] = field(default_factory=dict)
 
 
 class TableProbe:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import duckdb
 from great_expectations.core import ExpectationValidationResult
@@ -11,6 +13,14 @@ from great_expectations.core import ExpectationValidationResult
 from duckherd.errors import PipelineError
 from duckherd.summary import CheckResult, ChecksSummary, StageSummary, TableSummary
 from duckherd_jobs.check.config import PlannedCheck, plan_checks
+from duckherd_jobs.check.drift import (
+    DRIFT_EXPECTATIONS,
+    KL_DIVERGENCE,
+    ColumnProfile,
+    load_baseline,
+    record_profiles,
+    table_profiles,
+)
 from duckherd_jobs.check.evaluators import build_evaluator, referenced_columns
 from duckherd_jobs.check.pushdown import (
     ROW_COUNT,
@@ -89,36 +99,86 @@ def resolve_related(connection: duckdb.DuckDBPyConnection, check: PlannedCheck) 
     )
 
 
+@dataclass(frozen=True)
+class TableOutcome:
+    row_count: int
+    outcomes: list[Outcome]
+    profile: dict[str, dict[str, Any]]  # column -> profile (see drift.py)
+
+
+def _drift_profile(check: PlannedCheck, column: str, data_type: str) -> ColumnProfile:
+    profile = ColumnProfile(column, data_type, watched=True)
+    if check.check.expectation == KL_DIVERGENCE:
+        return replace(profile, categorical=True)
+    limits = ("max_mean_change_pct", "max_stddev_change_pct")
+    if not profile.numeric and any(check.kwargs.get(limit) is not None for limit in limits):
+        raise CheckTargetError(
+            f"check {check.name}: column {column!r} is {data_type}; mean and stddev drift "
+            "need a numeric column (max_null_fraction_change works on any)"
+        )
+    return profile
+
+
+def _resolve_extra(
+    connection: duckdb.DuckDBPyConnection,
+    check: PlannedCheck,
+    columns: Mapping[str, str],
+    types: Mapping[str, str],
+) -> RelatedKey | ColumnProfile | None:
+    """What a referential or drift check needs besides its columns."""
+    if check.check.expectation == EXIST_IN_TABLE:
+        return resolve_related(connection, check)
+    if check.check.expectation in DRIFT_EXPECTATIONS:
+        column = columns[str(check.kwargs["column"])]
+        return _drift_profile(check, column, types[column])
+    return None
+
+
 def check_table(
     connection: duckdb.DuckDBPyConnection,
     table: str,
     checks: Sequence[PlannedCheck],
     situation: Situation,
-) -> tuple[int, list[Outcome]]:
-    """All checks of one table from one scan; returns the row count and each check's outcome."""
+) -> TableOutcome:
+    """All checks of one table and its profile from one scan."""
     catalog = catalog_columns(connection, table)
     available = {column.lower(): column for column, _ in catalog}
     if not available:
         names = ", ".join(check.name for check in checks)
         raise CheckTargetError(f"table {table} does not exist (checked by: {names})")
-    evaluators = [
-        build_evaluator(
-            c.check.expectation,
-            c.kwargs,
-            _resolve_columns(c, available),
-            resolve_related(connection, c) if c.check.expectation == EXIST_IN_TABLE else None,
-        )
-        for c in checks
+    types = dict(catalog)
+    resolved = [_resolve_columns(c, available) for c in checks]
+    extras = [
+        _resolve_extra(connection, c, r, types) for c, r in zip(checks, resolved, strict=True)
     ]
+    evaluators = [
+        build_evaluator(c.check.expectation, c.kwargs, r, extra)
+        for c, r, extra in zip(checks, resolved, extras, strict=True)
+    ]
+    drifts = [extra for extra in extras if isinstance(extra, ColumnProfile)]
+    profiles = table_profiles(
+        catalog, {p.name for p in drifts}, {p.name for p in drifts if p.categorical}
+    )
+    if drifts:
+        runs = max(
+            int(c.kwargs.get("runs", 5))
+            for c in checks
+            if c.check.expectation in DRIFT_EXPECTATIONS
+        )
+        situation = replace(
+            situation, baseline=load_baseline(connection, table, situation.run_id, runs)
+        )
     relation = qualified(table)
     aggregates = [ROW_COUNT] + [a for e in evaluators for a in e.aggregates()]
+    aggregates += [a for p in profiles for a in p.aggregates()]
     try:
         values = scan(connection, relation, aggregates)
         probe = TableProbe(connection, relation, catalog)
         outcomes = [e.evaluate(values, probe, situation) for e in evaluators]
     except duckdb.Error as error:
         raise CheckComputeError(_culprit(connection, relation, checks, evaluators, error)) from None
-    return int(values[ROW_COUNT]), outcomes
+    profile = {p.name: p.read(values) for p in profiles}
+    return TableOutcome(int(values[ROW_COUNT]), outcomes, profile)
 
 
 def _culprit(
@@ -188,16 +248,22 @@ def run_check(ctx: StageContext) -> StageSummary:
     checked_at = utc_now()
     outcomes: dict[int, Outcome] = {}
     row_counts: dict[str, int] = {}
+    profiles: dict[str, tuple[int, dict[str, dict[str, Any]]]] = {}
     with connect(ctx.warehouse, timeout_seconds=ctx.lock_timeout_seconds) as connection:
         connection.execute("SET enable_progress_bar = false")  # pod logs end with the summary
         for table, checks in by_table.items():
-            situation = Situation(checked_at, previous_row_count(connection, table, ctx.run_id))
-            row_counts[table], table_outcomes = check_table(connection, table, checks, situation)
-            outcomes.update(zip((c.position for c in checks), table_outcomes, strict=True))
+            situation = Situation(
+                checked_at, previous_row_count(connection, table, ctx.run_id), ctx.run_id
+            )
+            found = check_table(connection, table, checks, situation)
+            row_counts[table] = found.row_count
+            profiles[table] = (found.row_count, found.profile)
+            outcomes.update(zip((c.position for c in checks), found.outcomes, strict=True))
         records = [
             check_record(check, outcomes[check.position], row_counts[check.table])
             for check in planned
         ]
-        dbt_tests = dbt_test_results(connection, ctx.run_id)
+        summary = _summarize(records, dbt_test_results(connection, ctx.run_id), row_counts)
         record_checks(connection, ctx.run_id, checked_at, records)
-    return _summarize(records, dbt_tests, row_counts)
+        record_profiles(connection, ctx.run_id, checked_at, summary.ok, profiles)
+    return summary
