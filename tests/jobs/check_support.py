@@ -31,6 +31,19 @@ SELECT
 FROM range(1, 201) AS t(i);
 """
 
+# The columns of CUSTOMERS_SQL, in table order.
+COLUMNS = [
+    "customer_id",
+    "email",
+    "contact",
+    "revenue",
+    "status",
+    "segment",
+    "region",
+    "updated_at",
+    "months_active",
+]
+
 
 def make_warehouse(path: Path, sql: str = CUSTOMERS_SQL) -> Path:
     with duckdb.connect(str(path)) as connection:

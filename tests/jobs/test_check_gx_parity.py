@@ -18,22 +18,11 @@ import pytest
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from duckherd_jobs.check.config import expectation_class
-from tests.jobs.check_support import check, make_warehouse, query
+from tests.jobs.check_support import COLUMNS, check, make_warehouse, query
 from tests.jobs.gx_duckdb import GxDuckDB, gx_duckdb
 
 # Cases with few unexpected rows (the unexpected sample is then the whole set, order aside)
 # and cases with many (only the sample's size and membership can be compared).
-COLUMNS = [
-    "customer_id",
-    "email",
-    "contact",
-    "revenue",
-    "status",
-    "segment",
-    "region",
-    "updated_at",
-    "months_active",
-]
 CASES: list[tuple[str, dict[str, Any]]] = [
     ("expect_column_values_to_not_be_null", {"column": "email"}),
     ("expect_column_values_to_not_be_null", {"column": "customer_id"}),
