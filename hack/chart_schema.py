@@ -148,6 +148,19 @@ class EnvVar(Values):
     value: str | None = Field(default=None, description="Value.")
 
 
+class DemoSource(Values):
+    enabled: bool = Field(
+        default=False, description="Deploy the example's demo customers API (operator's image)."
+    )
+    namespace: str = Field(
+        default="",
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
+        max_length=63,
+        description="Its namespace (default: the first watched namespace, else the release's).",
+    )
+    customers: int = Field(default=10_000, ge=1, le=10_000_000, description="Customers served.")
+
+
 class ChartValues(Values):
     """Everything `values.yaml` may set."""
 
@@ -212,6 +225,9 @@ class ChartValues(Values):
     affinity: dict[str, Any] = Field(
         default_factory=dict, description="Affinity of the operator Pod."
     )
+    demoSource: DemoSource = Field(
+        default_factory=DemoSource, description="The example's demo customers API."
+    )
 
 
 def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
@@ -263,12 +279,16 @@ Stage pods (ingest, transform, check, publish) run the same image with their nam
 `default` ServiceAccount and no API token.
 
 ```sh
-helm install duckherd charts/duckherd --namespace duckherd --create-namespace
-cd examples/customer-analytics
-kubectl apply -f demo-source.yaml -f pipeline.yaml
-kubectl annotate datapipeline/customer-analytics duckherd.io/run-now="$(date +%s)" --overwrite
-kubectl get datapipelines --watch
+helm install duckherd charts/duckherd --namespace duckherd --create-namespace \\
+  --set image.repository=<registry>/duckherd --set image.tag=<tag> --set demoSource.enabled=true
+kubectl apply -n duckherd -f examples/customer-analytics/pipeline.yaml
+kubectl annotate -n duckherd datapipeline/customer-analytics duckherd.io/run-now="$(date +%s)"
+kubectl get -n duckherd datapipelines --watch
 ```
+
+`demoSource.enabled` runs the example's demo customers API with the operator's image (leave it
+off in production). The example also publishes to Redis and PostgreSQL:
+`examples/customer-analytics/targets.yaml` starts throw-away ones.
 
 Only some namespaces: `--set 'watchNamespaces={team-a,team-b}'`. The CRD managed elsewhere
 (e.g. applied by GitOps from `crds/`): `--set crds.enabled=false`.

@@ -389,7 +389,7 @@ def test_service_monitor_selects_the_metrics_service(helm: str) -> None:
 
 
 def test_every_resource_carries_the_standard_labels(helm: str) -> None:
-    for doc in _render(helm, "--set", "commonLabels.team=data"):
+    for doc in _render(helm, "--set", "commonLabels.team=data", "--set", "demoSource.enabled=true"):
         labels = doc["metadata"]["labels"]
         assert labels["app.kubernetes.io/name"] == "duckherd", doc["kind"]
         assert labels["app.kubernetes.io/instance"] == "demo", doc["kind"]
@@ -437,14 +437,67 @@ def _render_notes(helm: str, tmp_path: Path, *flags: str) -> str:
 
 def test_notes_tell_how_to_apply_the_example(helm: str, tmp_path: Path) -> None:
     notes = _render_notes(helm, tmp_path)
-    assert "kubectl apply -f examples/customer-analytics/pipeline.yaml" in notes
-    assert "kubectl apply -f examples/customer-analytics/demo-source.yaml" in notes
-    assert "kubectl get datapipelines" in notes
+    assert "kubectl apply -n duckherd -f examples/customer-analytics/pipeline.yaml" in notes
+    assert "--reuse-values --set demoSource.enabled=true" in notes, "how to get the demo API"
+    assert "kubectl get -n duckherd datapipelines" in notes
     assert "kubectl -n duckherd rollout status deployment/demo-duckherd" in notes
     assert "every namespace" in notes
+    with_demo = _render_notes(helm, tmp_path / "demo", "--set", "demoSource.enabled=true")
+    assert "demoSource.enabled=true   # the demo API" not in with_demo
 
 
 def test_notes_name_the_watched_namespaces(helm: str, tmp_path: Path) -> None:
     notes = _render_notes(helm, tmp_path, "--set", "watchNamespaces={team-a,team-b}")
     assert "manages DataPipelines in: team-a, team-b" in notes
     assert "kubectl apply -n team-a -f examples/customer-analytics/pipeline.yaml" in notes
+
+
+EXAMPLE_SOURCE_URL = "http://duckherd-demo-source:8765/customers"
+
+
+def test_demo_source_is_off_by_default(helm: str) -> None:
+    assert not [d for d in _render(helm) if "demo-source" in d["metadata"]["name"]]
+
+
+def test_demo_source_runs_the_operator_image_where_the_example_calls_it(helm: str) -> None:
+    """The example's pipeline.yaml calls the Service by name: the chart serves that name, on
+    that port, with the image the operator runs (the one image an install has)."""
+    docs = _render(
+        helm, "--set", "demoSource.enabled=true", "--set", "image.repository=registry/duckherd"
+    )
+    example = yaml.safe_load((REPO_ROOT / "examples/customer-analytics/pipeline.yaml").read_text())
+    assert example["spec"]["sources"][0]["http"]["url"] == EXAMPLE_SOURCE_URL
+    service = _one(docs, "Service", "duckherd-demo-source")
+    assert service["metadata"]["namespace"] == "duckherd"
+    assert [p["port"] for p in service["spec"]["ports"]] == [8765]
+    deployment = _one(docs, "Deployment", "duckherd-demo-source")
+    pod = deployment["spec"]["template"]["spec"]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"] == selector
+    assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    operator = _one(docs, "Deployment", "demo-duckherd")
+    assert not selector.items() <= operator["spec"]["template"]["metadata"]["labels"].items()
+    (container,) = pod["containers"]
+    assert container["image"] == "registry/duckherd:0.1.0"
+    assert container["image"] == operator["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert container["args"][0] == "demo-source"
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize(
+    ("flags", "namespace"),
+    [
+        ((), "duckherd"),
+        (("--set", "watchNamespaces={team-a,team-b}"), "team-a"),
+        (("--set", "demoSource.namespace=shop", "--set", "watchNamespaces={team-a}"), "shop"),
+    ],
+)
+def test_demo_source_goes_where_the_notes_apply_the_example(
+    helm: str, tmp_path: Path, flags: tuple[str, ...], namespace: str
+) -> None:
+    docs = _render(helm, "--set", "demoSource.enabled=true", *flags)
+    assert _one(docs, "Service", "duckherd-demo-source")["metadata"]["namespace"] == namespace
+    notes = _render_notes(helm, tmp_path, "--set", "demoSource.enabled=true", *flags)
+    assert f"kubectl apply -n {namespace} -f examples/customer-analytics/pipeline.yaml" in notes

@@ -124,3 +124,20 @@ The subject of the operator's (Cluster)RoleBindings.
   name: {{ include "duckherd.serviceAccountName" . }}
   namespace: {{ .Release.Namespace }}
 {{- end }}
+
+{{/*
+Where the example goes: demoSource.namespace, else the first watched namespace (the operator
+must watch it), else the release namespace. The NOTES tell to apply the example there too.
+*/}}
+{{- define "duckherd.exampleNamespace" -}}
+{{- .Values.demoSource.namespace | default (first .Values.watchNamespaces) | default .Release.Namespace }}
+{{- end }}
+
+{{/*
+Labels selecting the demo source's Pod.
+*/}}
+{{- define "duckherd.demoSourceSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "duckherd.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: demo-source
+{{- end }}
