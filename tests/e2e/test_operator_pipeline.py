@@ -222,6 +222,8 @@ def test_run_by_annotation_chains_stages_and_reports_status(
     rows = _table_rows(pipeline)
     assert rows["raw.customers"] == CUSTOMERS
     assert rows["marts.customer_analytics"] > 0
+    # ROWS is the final tables' rows (the mart), not raw and mart added together.
+    assert pipeline["status"]["totalRows"] == rows["marts.customer_analytics"]
     assert pipeline["status"]["freshness"]["state"] == "Fresh"
     assert pipeline["status"]["quality"]["passed"] == 5
     assert pipeline["status"]["quality"]["failed"] == 0

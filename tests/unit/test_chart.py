@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from duckherd.contract import ENV_IMAGE, ENV_IMAGE_PULL_POLICY
 from duckherd.crd import build_crd
 from tests.tools import missing_tool
 
@@ -303,8 +304,9 @@ def test_stage_pods_get_the_operator_image(helm: str) -> None:
     )
     env = {entry["name"]: entry.get("value") for entry in container["env"]}
     assert container["image"] == "localhost/duckherd:dev"
-    assert env["DUCKHERD_IMAGE"] == "localhost/duckherd:dev"
-    assert env["DUCKHERD_IMAGE_PULL_POLICY"] == "IfNotPresent"
+    # The names the operator reads (duckherd.contract): a rename on one side fails here.
+    assert env[ENV_IMAGE] == "localhost/duckherd:dev"
+    assert env[ENV_IMAGE_PULL_POLICY] == "IfNotPresent"
 
 
 def test_image_tag_defaults_to_app_version_and_digest_pins(helm: str) -> None:
