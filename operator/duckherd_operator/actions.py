@@ -14,6 +14,7 @@ from typing import Any
 
 from duckherd.api import API_VERSION, KIND
 from duckherd.contract import LABEL_PIPELINE, LABEL_RUN_ID, LABEL_TRIGGER
+from duckherd.status import Problem
 from duckherd_operator import metrics
 from duckherd_operator.builders import (
     Pipeline,
@@ -123,3 +124,17 @@ async def post_events(kube: Kube, body: dict[str, Any], notices: Iterable[Notice
             await kube.create(event_manifest(body, notice, datetime.now(UTC)))
         except Exception as error:  # an Event is a courtesy; status already says it
             log.warning("could not post Event %s: %s", notice.reason, error)
+
+
+async def end_superseded_jobs(kube: Kube, body: dict[str, Any], stuck: dict[str, Problem]) -> None:
+    """A Job of an older generation whose pod cannot start (a missing Secret, an image that
+    cannot be pulled) would stay active for ever and block the fixed spec's runs: end it
+    (it never ran, so nothing is half written). Its run fails, and status says so."""
+    namespace = body["metadata"]["namespace"]
+    for name, problem in stuck.items():
+        await kube.merge_patch(
+            object_path("batch/v1", "Job", namespace, name), {"spec": {"activeDeadlineSeconds": 1}}
+        )
+        message = f"ended stage Job {name} of an older generation: {problem.message}"
+        log.info("%s/%s: %s", namespace, body["metadata"]["name"], message)
+        await post_events(kube, body, [Notice("Normal", "SupersededJobEnded", message[:1000])])

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 
 from duckherd.api import DataPipelineSpec, DataPipelineStatus
-from duckherd.contract import LABEL_JOB_NAME
+from duckherd.contract import ANNOTATION_GENERATION, LABEL_JOB_NAME
 from duckherd.status import Problem, RunObservation, StageObservation, rfc3339
 from duckherd.summary import StageSummary, SummaryError, decode
 from duckherd_operator.chain import JobView, Run
@@ -59,10 +59,21 @@ def waiting_problem(pod: dict[str, Any]) -> Problem | None:
     return None
 
 
-def run_problem(run: Run, pods: dict[str, list[dict[str, Any]]]) -> Problem | None:
-    """The first reason an active stage of the run is stuck, if any."""
-    active = [pod for job in run.jobs if job.active for pod in pods.get(job.name, [])]
-    return next((problem for pod in active if (problem := waiting_problem(pod))), None)
+def stuck_jobs(run: Run, pods: dict[str, list[dict[str, Any]]]) -> dict[str, Problem]:
+    """Active stage Jobs of the run whose pod cannot start, with the reason."""
+    stuck = {}
+    for job in run.jobs:
+        problems = [found for pod in pods.get(job.name, []) if (found := waiting_problem(pod))]
+        if job.active and problems:
+            stuck[job.name] = problems[0]
+    return stuck
+
+
+def superseded(job: dict[str, Any], generation: int) -> bool:
+    """A stage Job started for an older generation (Jobs a CronJob starts carry none)."""
+    annotations = job.get("metadata", {}).get("annotations") or {}
+    started_for = annotations.get(ANNOTATION_GENERATION)
+    return started_for is not None and started_for.isdigit() and int(started_for) < generation
 
 
 def _summary_from_pods(

@@ -19,11 +19,23 @@ from duckherd.api import API_VERSION, KIND, DataPipelineStatus
 from duckherd.contract import LABEL_PIPELINE
 from duckherd.status import Problem, RunObservation, carried_problem, compute_status
 from duckherd_operator.acceptance import Acted, apply_generation
-from duckherd_operator.actions import patch_status, perform, pipeline_lock, post_events
+from duckherd_operator.actions import (
+    end_superseded_jobs,
+    patch_status,
+    perform,
+    pipeline_lock,
+    post_events,
+)
 from duckherd_operator.builders import Pipeline
 from duckherd_operator.chain import decide, job_view
 from duckherd_operator.kube import Kube, collection_path, object_path
-from duckherd_operator.observe import next_schedule_time, observe_run, pods_by_job, run_problem
+from duckherd_operator.observe import (
+    next_schedule_time,
+    observe_run,
+    pods_by_job,
+    stuck_jobs,
+    superseded,
+)
 from duckherd_operator.report import status_patch, transition_notices
 from duckherd_operator.validation import Parsed, parse_pipeline
 
@@ -68,9 +80,10 @@ def _observed(
 
 
 async def _chain_and_observe(
-    kube: Kube, pipeline: Pipeline, previous: DataPipelineStatus
+    kube: Kube, body: dict[str, Any], pipeline: Pipeline, previous: DataPipelineStatus
 ) -> tuple[RunObservation | None, Problem | None]:
-    """Move the newest run on by one step and observe it (None when there is no run)."""
+    """Move the newest run on by one step and observe it (None when there is no run); a
+    stuck Job of an older generation is ended rather than held against the current one."""
     selector = f"{LABEL_PIPELINE}={pipeline.name}"
     jobs = await kube.list(collection_path("batch/v1", "Job", pipeline.namespace), selector)
     views = [v for job in jobs if (v := job_view(job)) is not None]
@@ -79,7 +92,12 @@ async def _chain_and_observe(
     if latest is None:
         return None, None
     pods = pods_by_job(await kube.list(collection_path("v1", "Pod", pipeline.namespace), selector))
-    return observe_run(latest, pods, previous), run_problem(latest, pods)
+    stuck = stuck_jobs(latest, pods)
+    started_for = {job["metadata"]["name"]: job for job in jobs}
+    old = {n: p for n, p in stuck.items() if superseded(started_for[n], pipeline.generation)}
+    await end_superseded_jobs(kube, body, old)
+    current = [problem for name, problem in stuck.items() if name not in old]
+    return observe_run(latest, pods, previous), (current[0] if current else None)
 
 
 async def _sync_locked(kube: Kube, body: dict[str, Any], acted: Acted | None = None) -> None:
@@ -91,7 +109,7 @@ async def _sync_locked(kube: Kube, body: dict[str, Any], acted: Acted | None = N
     run_observation = None
     next_time = None
     if parsed.pipeline is not None:
-        run_observation, waiting = await _chain_and_observe(kube, parsed.pipeline, previous)
+        run_observation, waiting = await _chain_and_observe(kube, body, parsed.pipeline, previous)
         problem = problem or waiting
         next_time = next_schedule_time(parsed.pipeline.spec, now)
     new = compute_status(

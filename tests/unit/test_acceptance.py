@@ -7,6 +7,7 @@ from typing import Any
 
 from duckherd_operator.acceptance import classify_apply_error
 from duckherd_operator.kube import ApiError
+from duckherd_operator.observe import superseded
 
 CRONJOB: dict[str, Any] = {"kind": "CronJob", "metadata": {"name": "shop-ingest"}}
 
@@ -38,3 +39,12 @@ def test_an_unavailable_api_server_is_retried() -> None:
     for error in (ApiError(503, "the server is shutting down"), ConnectionError("reset")):
         problem = classify_apply_error(error, CRONJOB)
         assert (problem.reason, problem.transient) == ("ApplyRetrying", True)
+
+
+def test_only_jobs_started_for_an_older_generation_are_superseded() -> None:
+    def job(annotations: dict[str, str]) -> dict[str, Any]:
+        return {"metadata": {"name": "shop-ingest-m1", "annotations": annotations}}
+
+    assert superseded(job({"duckherd.io/generation": "2"}), generation=3)
+    assert not superseded(job({"duckherd.io/generation": "3"}), generation=3)
+    assert not superseded(job({}), generation=3), "a CronJob's Job says nothing: keep it"
