@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import textwrap
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -293,6 +294,7 @@ off in production). The example also publishes to Redis and PostgreSQL:
 Only some namespaces: `--set 'watchNamespaces={team-a,team-b}'`. The CRD managed elsewhere
 (e.g. applied by GitOps from `crds/`): `--set crds.enabled=false`.
 
+{argocd}
 ## Values
 
 Generated from `hack/chart_schema.py` (`python hack/chart_schema.py --write`); `values.yaml`
@@ -328,9 +330,39 @@ def _rows(schema: dict[str, Any], defaults: Any, prefix: str = "") -> list[str]:
     return rows
 
 
+ARGOCD_HEALTH_FILE = CHART_DIR / "argocd" / "health.lua"
+ARGOCD_CM_KEY = "resource.customizations.health.duckherd.io_DataPipeline"
+ARGOCD_SECTION = """\
+## Argo CD health check
+
+`argocd/health.lua` tells Argo CD a DataPipeline's health (docs/status.md in the repository):
+Progressing until the operator has acted on the current generation and while the first run
+runs, Degraded when the operator cannot act on the spec (`Stalled`) or the data is not good
+(last run failed, checks failed, publish blocked, stale — held while a new run is in
+progress, until a run succeeds), Suspended with `spec.suspend`, Healthy otherwise. Argo CD
+runs it without its optional Lua libraries. In `argocd-cm` (generated from the file; a test
+runs this very script on live pipelines):
+
+```yaml
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: argocd-cm
+  namespace: argocd
+  labels:
+    app.kubernetes.io/part-of: argocd
+data:
+  {key}: |
+{script}```
+"""
+
+
 def render_readme() -> str:
     defaults = yaml.safe_load(VALUES_FILE.read_text())
-    return README_HEAD + "\n".join(_rows(build_schema(), defaults)) + "\n"
+    script = textwrap.indent(ARGOCD_HEALTH_FILE.read_text(), "    ", lambda line: line.strip() != "")
+    argocd = ARGOCD_SECTION.format(key=ARGOCD_CM_KEY, script=script)
+    head = README_HEAD.replace("{argocd}", argocd)
+    return head + "\n".join(_rows(build_schema(), defaults)) + "\n"
 
 
 def main(argv: list[str]) -> int:
