@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import copy
 import json
-import textwrap
 import sys
+import textwrap
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -359,7 +359,7 @@ data:
 
 def render_readme() -> str:
     defaults = yaml.safe_load(VALUES_FILE.read_text())
-    script = textwrap.indent(ARGOCD_HEALTH_FILE.read_text(), "    ", lambda line: line.strip() != "")
+    script = textwrap.indent(ARGOCD_HEALTH_FILE.read_text(), "    ")
     argocd = ARGOCD_SECTION.format(key=ARGOCD_CM_KEY, script=script)
     head = README_HEAD.replace("{argocd}", argocd)
     return head + "\n".join(_rows(build_schema(), defaults)) + "\n"
