@@ -424,7 +424,7 @@ def test_a_degraded_pipeline_stays_degraded_until_a_run_succeeds(tools: Tools, n
     assert {seen.argocd["status"] for seen in running} == {"Degraded"}
     report("run-in-progress-after-failed-checks", running[0])
 
-    recipe = _readme_block("sh", "--for=condition=DataReady").strip()
+    recipe = _readme_block("sh", "DataReady datapipeline/customer-analytics -n analytics").strip()
     command = recipe.replace("-n analytics", f"-n {ns}").split()
     assert command[:2] == ["kubectl", "wait"]
     assert "condition met" in kubectl(*command[1:], timeout=660)
