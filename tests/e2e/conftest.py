@@ -54,9 +54,22 @@ class KubectlError(RuntimeError):
     pass
 
 
+def _own_timeout(args: Sequence[str]) -> float:
+    """Seconds of a `--timeout=<n>s|m` kubectl flag (`delete`, `wait`), else 0."""
+    for arg in args:
+        found = re.fullmatch(r"--timeout=(\d+)(s|m)", arg)
+        if found:
+            return int(found.group(1)) * (60 if found.group(2) == "m" else 1)
+    return 0
+
+
 def kubectl(*args: str, input: str | None = None, check: bool = True, timeout: float = 120) -> str:
-    """Runs kubectl (from PATH, with KUBECONFIG from the environment); returns stdout."""
+    """Runs kubectl (from PATH, with KUBECONFIG from the environment); returns stdout.
+
+    The process gets at least a minute beyond kubectl's own `--timeout=`, so a slow `delete` or
+    `wait` ends with kubectl's message rather than a subprocess timeout."""
     cmd = ["kubectl", *args]
+    timeout = max(timeout, _own_timeout(args) + 60)
     proc = subprocess.run(
         cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -115,6 +128,18 @@ def wait_pod_phase(
 
     result: dict[str, Any] = wait_until(f"pod {namespace}/{name} {list(phases)}", check, timeout)
     return result
+
+
+def pod_result(namespace: str, name: str, timeout: float = 180) -> str:
+    """What a Pod's container wrote to /dev/termination-log, once the Pod Succeeded.
+
+    Test pods report their result there, never through their log: `kubectl logs` returns the
+    container's stderr mixed into its stdout, so a retry or warning line would become part of
+    what the test asserts on."""
+    pod = wait_pod_phase(namespace, name, timeout=timeout)
+    (status,) = pod["status"]["containerStatuses"]
+    terminated = (status.get("state") or {}).get("terminated") or {}
+    return str(terminated.get("message", ""))
 
 
 def pod_manifest(
@@ -333,7 +358,7 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     wait_until(
         f"serviceaccount {ns}/default",
         lambda: kubectl("get", "serviceaccount", "default", "-n", ns, check=False),
-        timeout=60,
+        timeout=180,
     )
     yield ns
     rep = getattr(request.node, "_e2e_rep_call", None)

@@ -34,6 +34,9 @@ RELEASE = "duckherd"
 OPERATOR_NAMESPACE_PREFIX = "duckherd-e2e-system"
 # A chain starts several pods that import duckdb, dbt and GX: generous, never asserted as speed.
 RUN_TIMEOUT = 600.0
+# The operator acts on a change within seconds, and its 30 s resync repairs a missed event; on a
+# loaded machine (a shared CI host, an operator Pod just restarted) that can still take minutes.
+REACTION_TIMEOUT = 240.0
 
 
 def find_helm() -> str:
@@ -81,7 +84,7 @@ def ensure_restricted_namespace(name: str, labels: dict[str, str] | None = None)
     wait_until(
         f"serviceaccount {name}/default",
         lambda: kubectl("get", "serviceaccount", "default", "-n", name, check=False),
-        timeout=60,
+        timeout=180,
     )
 
 
@@ -361,13 +364,16 @@ def events_for(namespace: str, name: str) -> list[dict[str, Any]]:
 def query_warehouse(
     namespace: str, claim: str, image: str, sql: str, pod_name: str = "warehouse-reader"
 ) -> list[list[Any]]:
-    """Run one read-only query against the warehouse file in a pod that mounts the claim."""
-    from tests.e2e.conftest import pod_manifest, wait_pod_phase
+    """Run one read-only query against the warehouse file in a pod that mounts the claim; the
+    rows come back through the termination message (at most 4 KiB: keep results small)."""
+    from tests.e2e.conftest import pod_manifest, pod_result
 
     script = (
         "import duckdb, json, sys\n"
         "con = duckdb.connect('/warehouse/warehouse.duckdb', read_only=True)\n"
-        "print(json.dumps(con.execute(sys.argv[1]).fetchall(), default=str))\n"
+        "rows = con.execute(sys.argv[1]).fetchall()\n"
+        "with open('/dev/termination-log', 'w') as log:\n"
+        "    json.dump(rows, log, default=str)\n"
     )
     pod = pod_manifest(
         pod_name,
@@ -379,8 +385,7 @@ def query_warehouse(
     kubectl("delete", "pod", pod_name, "-n", namespace, "--ignore-not-found", "--wait=true")
     apply_manifest(pod, namespace)
     try:
-        wait_pod_phase(namespace, pod_name, timeout=180)
-        rows: list[list[Any]] = json.loads(kubectl("logs", "-n", namespace, pod_name))
+        rows: list[list[Any]] = json.loads(pod_result(namespace, pod_name, timeout=300))
     finally:
         kubectl("delete", "pod", pod_name, "-n", namespace, "--wait=false", check=False)
     return rows

@@ -21,6 +21,7 @@ from tests.e2e.conftest import (
     apply,
     kubectl_json,
     pod_manifest,
+    pod_result,
     wait_pod_phase,
     wait_until,
 )
@@ -54,10 +55,9 @@ def test_project_image_runs_duckherd_version(
     cluster: Cluster, namespace: str, kubectl: Kubectl
 ) -> None:
     image = cluster.need_image()
-    apply(pod_manifest("version", image, args=["--version"]), namespace)
-    wait_pod_phase(namespace, "version")
-    out = kubectl("logs", "-n", namespace, "version")
-    assert out.strip() == f"duckherd {__version__}"
+    report = ["sh", "-c", "duckherd --version > /dev/termination-log"]
+    apply(pod_manifest("version", image, command=report), namespace)
+    assert pod_result(namespace, "version").strip() == f"duckherd {__version__}"
 
 
 def test_cronjob_fires_and_its_job_completes(
@@ -135,11 +135,14 @@ def test_pvc_binds_and_data_survives_pods(
     assert pv["spec"]["claimRef"]["name"] == "data"
 
     reader = pod_manifest(
-        "reader", image, command=["cat", "/data/token"], volumes=volume, volume_mounts=mount
+        "reader",
+        image,
+        command=["cp", "/data/token", "/dev/termination-log"],
+        volumes=volume,
+        volume_mounts=mount,
     )
     apply(reader, namespace)
-    wait_pod_phase(namespace, "reader")
-    assert kubectl("logs", "-n", namespace, "reader").strip() == token
+    assert pod_result(namespace, "reader").strip() == token
 
 
 def _http_server_pod(image: str, token: str) -> dict[str, Any]:
@@ -163,21 +166,27 @@ def _http_server_pod(image: str, token: str) -> dict[str, Any]:
     return pod
 
 
-# Python run by client pods: GET each URL, retrying briefly (endpoints and rules propagate),
-# print one body per line.
+# Python run by client pods: GET each URL, retrying for up to three minutes (Service endpoints,
+# kube-proxy rules and DNS records propagate at their own pace on a loaded machine), and report
+# one body per line in the termination message (see pod_result). Failed attempts go to stderr:
+# they show in `kubectl logs` when a test fails, and never in what the test asserts on.
 FETCH = """
 import sys, time, urllib.request
+bodies = []
 for url in sys.argv[1:]:
-    for attempt in range(60):
+    deadline = time.monotonic() + 180
+    while True:
         try:
             with urllib.request.urlopen(url, timeout=5) as r:
-                print(r.read().decode().strip())
+                bodies.append(r.read().decode().strip())
                 break
         except Exception as e:
-            print(f"{url} attempt {attempt}: {e}", file=sys.stderr)
+            print(f"{url}: {e}", file=sys.stderr, flush=True)
+            if time.monotonic() > deadline:
+                sys.exit(1)
             time.sleep(1)
-    else:
-        sys.exit(1)
+with open("/dev/termination-log", "w") as log:
+    log.write("\\n".join(bodies))
 """
 
 
@@ -216,8 +225,7 @@ def test_cluster_ip_service_routes_to_pod(
     # By ClusterIP, then by name through cluster DNS (short name via the search path, and FQDN).
     urls = [f"http://{cluster_ip}/", "http://web/", f"http://web.{namespace}.svc.cluster.local/"]
     apply(pod_manifest("client", image, command=["python3", "-c", FETCH, *urls]), namespace)
-    wait_pod_phase(namespace, "client")
-    assert kubectl("logs", "-n", namespace, "client").split() == [token] * len(urls)
+    assert pod_result(namespace, "client", timeout=600).split() == [token] * len(urls)
 
 
 def test_pod_reaches_kubernetes_service_with_its_token(
@@ -226,20 +234,30 @@ def test_pod_reaches_kubernetes_service_with_its_token(
     """In-cluster clients (the operator) reach the API server through the kubernetes Service."""
     image = cluster.need_python_image()
     script = """
-import json, os, ssl, urllib.request
+import json, os, ssl, sys, time, urllib.request
 sa = "/var/run/secrets/kubernetes.io/serviceaccount"
 host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
 ctx = ssl.create_default_context(cafile=f"{sa}/ca.crt")
 req = urllib.request.Request(f"https://{host}:{port}/version")
 req.add_header("Authorization", "Bearer " + open(f"{sa}/token").read())
-with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
-    print(json.dumps({"host": host, "gitVersion": json.load(r)["gitVersion"]}))
+deadline = time.monotonic() + 180
+while True:
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            version = json.load(r)["gitVersion"]
+            break
+    except Exception as e:
+        print(f"/version: {e}", file=sys.stderr, flush=True)
+        if time.monotonic() > deadline:
+            sys.exit(1)
+        time.sleep(1)
+with open("/dev/termination-log", "w") as log:
+    json.dump({"host": host, "gitVersion": version}, log)
 """
     pod = pod_manifest("incluster", image, command=["python3", "-c", script])
     pod["spec"]["automountServiceAccountToken"] = True
     apply(pod, namespace)
-    wait_pod_phase(namespace, "incluster")
-    result = json.loads(kubectl("logs", "-n", namespace, "incluster"))
+    result = json.loads(pod_result(namespace, "incluster", timeout=400))
     kubernetes_ip = kubectl_json("get", "service", "kubernetes", "-n", "default")["spec"][
         "clusterIP"
     ]
@@ -294,8 +312,8 @@ def test_pod_reaches_server_on_host(
         ),
         namespace,
     )
-    pod = wait_pod_phase(namespace, "client")
-    assert kubectl("logs", "-n", namespace, "client").strip() == handler.token
+    assert pod_result(namespace, "client", timeout=400).strip() == handler.token
+    pod = kubectl_json("get", "pod", "client", "-n", namespace)
     assert handler.clients, "the server on the host saw no request"
     if cluster.local:
         # Pod to host on the bridge is not masqueraded: the server sees the pod's own address.

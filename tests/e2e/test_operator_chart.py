@@ -19,6 +19,7 @@ from tests.e2e.conftest import Cluster, KubectlError, kubectl_json, wait_until
 from tests.e2e.operator_support import (
     CHART,
     CRD_NAME,
+    REACTION_TIMEOUT,
     Operator,
     apply_manifest,
     can_i,
@@ -74,7 +75,9 @@ def test_metrics_service_serves_prometheus_metrics(operator: Operator, kubectl: 
         f"{operator.fullname}-metrics:metrics/proxy/metrics"
     )
     metrics = wait_until(
-        "the metrics endpoint", lambda: kubectl("get", "--raw", path, check=False), timeout=60
+        "the metrics endpoint",
+        lambda: kubectl("get", "--raw", path, check=False),
+        timeout=REACTION_TIMEOUT,
     )
     assert "duckherd_status_patches_total" in metrics
 

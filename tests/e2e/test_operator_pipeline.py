@@ -29,6 +29,7 @@ import pytest
 from duckherd_jobs.demo_source import DemoSource
 from tests.e2e.conftest import Cluster, kubectl, kubectl_json, wait_until
 from tests.e2e.operator_support import (
+    REACTION_TIMEOUT,
     RUN_TIMEOUT,
     Operator,
     Stopwatch,
@@ -185,7 +186,7 @@ def test_example_children_follow_the_spec(example: dict[str, Any], pipeline_name
     status = wait_until(
         "status.observedGeneration",
         lambda: get_pipeline(ns, NAME).get("status", {}).get("observedGeneration") == 1,
-        timeout=60,
+        timeout=REACTION_TIMEOUT,
     )
     assert status
 
@@ -304,20 +305,24 @@ def test_spec_edit_updates_children_and_observed_generation(
             kubectl_json("get", "cronjob", f"{NAME}-ingest", "-n", ns)["spec"]["schedule"]
             == "15 5 * * *"
         ),
-        timeout=60,
+        timeout=REACTION_TIMEOUT,
     )
 
     def spec_file() -> str:
         return str(kubectl_json("get", "configmap", f"{NAME}-spec", "-n", ns)["data"][SPEC_FILE])
 
     try:
-        wait_until("the spec ConfigMap's new spec", lambda: "threads: 3" in spec_file(), timeout=60)
+        wait_until(
+            "the spec ConfigMap's new spec",
+            lambda: "threads: 3" in spec_file(),
+            timeout=REACTION_TIMEOUT,
+        )
     except TimeoutError as error:
         raise AssertionError(f"{error}; the ConfigMap holds:\n{spec_file()}") from None
     wait_until(
         f"status.observedGeneration {generation}",
         lambda: get_pipeline(ns, NAME)["status"].get("observedGeneration") == generation,
-        timeout=60,
+        timeout=REACTION_TIMEOUT,
     )
 
 
@@ -430,16 +435,16 @@ def test_suspend_stops_new_runs(example: dict[str, Any], pipeline_namespace: str
     wait_until(
         "the ingest CronJob suspended",
         lambda: kubectl_json("get", "cronjob", f"{NAME}-ingest", "-n", ns)["spec"]["suspend"],
-        timeout=60,
+        timeout=REACTION_TIMEOUT,
     )
 
     def suspended() -> dict[str, Any] | None:
         found = condition(get_pipeline(ns, NAME), "Suspended")
         return found if found and found["status"] == "True" else None
 
-    assert wait_until("condition Suspended=True", suspended, timeout=60)["reason"] == (
-        "SuspendedBySpec"
-    )
+    assert wait_until("condition Suspended=True", suspended, timeout=REACTION_TIMEOUT)[
+        "reason"
+    ] == ("SuspendedBySpec")
 
 
 def test_postgres_source_reads_a_real_postgresql_through_a_secret(
