@@ -18,7 +18,7 @@ PY_PATHS := operator jobs tests benchmarks hack examples
 lint: setup
 	ruff check $(PY_PATHS)
 	ruff format --check $(PY_PATHS)
-	actionlint
+	hack/actionlint.sh
 
 typecheck: setup
 	mypy $(PY_PATHS)

@@ -3,7 +3,6 @@
 #   - Debian packages: PostgreSQL and Redis servers (the tests start their own instances),
 #     Chromium and chromedriver (the dashboard's browser test)
 #   - a virtualenv in .venv with the project (editable) and its pinned dependencies
-#   - actionlint (pinned) for the GitHub workflows, built with Go
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,17 +34,4 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   .venv/bin/pip install -q --disable-pip-version-check --upgrade pip
   .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
   touch "$stamp"
-fi
-
-# actionlint (make lint checks .github/workflows with it), a Go module built from source at a
-# pinned version through the Go module proxy, into .venv/bin (on make's PATH).
-ACTIONLINT_VERSION=v1.7.12
-if ! .venv/bin/actionlint -version 2>/dev/null | head -n1 | grep -qx "$ACTIONLINT_VERSION"; then
-  go=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
-  if [ ! -x "$go" ]; then
-    echo "hack/setup.sh: Go is needed to build actionlint (set GO=/path/to/go)" >&2
-    exit 1
-  fi
-  GOBIN="$PWD/.venv/bin" GOFLAGS=-buildvcs=false "$go" install \
-    "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
 fi
