@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup check lint typecheck unit test crds schema demo dashboard cluster-up cluster-down bench kind-up
+.PHONY: setup check lint typecheck unit test crds argocd-cases schema demo dashboard cluster-up cluster-down bench kind-up
 
 setup:
 	@hack/setup.sh
@@ -36,6 +36,11 @@ test: lint typecheck
 
 crds: setup
 	$(PY) -m duckherd.crd --write
+
+# The Argo CD health check's cases (charts/duckherd/argocd/health_test.yaml), derived from the
+# status code; run after changing duckherd/status.py or adding e2e snapshots.
+argocd-cases: setup
+	$(PY) -m tests.unit.argocd_cases --write
 
 demo: setup
 	hack/demo.sh
