@@ -1,6 +1,6 @@
 module github.com/duckherd/duckherd/hack/argocd-health
 
-go 1.26
+go 1.25.0
 
 require (
 	github.com/yuin/gopher-lua v1.1.2

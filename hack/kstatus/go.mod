@@ -1,6 +1,6 @@
 module github.com/duckherd/duckherd/hack/kstatus
 
-go 1.26
+go 1.25.0
 
 require (
 	k8s.io/apimachinery v0.30.1
