@@ -135,21 +135,15 @@ def _child_sql(warehouse: Path, split: bool) -> dict[str, Any]:
 
 
 def _child_duckherd(warehouse: Path, run_id: str) -> dict[str, Any]:
-    from duckherd.api import DataPipeline
+    from tests.pipelines import pipeline as make_pipeline
+
     from duckherd_jobs.check import run_check
     from duckherd_jobs.context import StageContext
 
-    pipeline = DataPipeline.model_validate(
-        {
-            "apiVersion": "duckherd.io/v1alpha1",
-            "kind": "DataPipeline",
-            "metadata": {"name": "bench"},
-            "spec": {
-                "schedule": "0 6 * * *",
-                "sources": [{"name": "orders", "file": {"path": "x.csv", "format": "csv"}}],
-                "quality": {"checks": duckherd_checks()},
-            },
-        }
+    pipeline = make_pipeline(
+        "bench",
+        sources=[{"name": "orders", "file": {"path": "x.csv", "format": "csv"}}],
+        quality={"checks": duckherd_checks()},
     )
     started = time.perf_counter()
     summary = run_check(StageContext(pipeline=pipeline, warehouse=warehouse, run_id=run_id))

@@ -65,34 +65,17 @@ def _start_server(records: int, latency: float) -> tuple[subprocess.Popen[bytes]
 
 
 def _duckherd(url: str, workdir: Path) -> dict[str, float | int]:
-    from duckherd.api import DataPipeline
+    from tests.pipelines import pipeline as make_pipeline
+
     from duckherd_jobs.context import StageContext
     from duckherd_jobs.runner import run_stage
 
-    pipeline = DataPipeline.model_validate(
-        {
-            "apiVersion": "duckherd.io/v1alpha1",
-            "kind": "DataPipeline",
-            "metadata": {"name": "bench"},
-            "spec": {
-                "schedule": "0 6 * * *",
-                "sources": [
-                    {
-                        "name": "customers",
-                        "http": {
-                            "url": f"{url}/customers",
-                            "recordsPath": "data",
-                            "pagination": {
-                                "type": "page",
-                                "pageSize": PAGE_SIZE,
-                                "totalPath": "total",
-                            },
-                        },
-                    }
-                ],
-            },
-        }
-    )
+    http = {
+        "url": f"{url}/customers",
+        "recordsPath": "data",
+        "pagination": {"type": "page", "pageSize": PAGE_SIZE, "totalPath": "total"},
+    }
+    pipeline = make_pipeline("bench", sources=[{"name": "customers", "http": http}])
     import duckherd_jobs.ingest  # noqa: F401 (imported before the clock starts, like the others)
 
     ctx = StageContext(pipeline=pipeline, warehouse=workdir / "warehouse.duckdb", run_id="bench")

@@ -45,29 +45,13 @@ ANALYZE {table};
 
 
 def _duckherd(dsn: str, workdir: Path) -> dict[str, float | int]:
-    from duckherd.api import DataPipeline
+    from tests.pipelines import pipeline as make_pipeline
+
     from duckherd_jobs.context import StageContext
     from duckherd_jobs.runner import run_stage
 
-    pipeline = DataPipeline.model_validate(
-        {
-            "apiVersion": "duckherd.io/v1alpha1",
-            "kind": "DataPipeline",
-            "metadata": {"name": "bench"},
-            "spec": {
-                "schedule": "0 6 * * *",
-                "sources": [
-                    {
-                        "name": "customers",
-                        "postgres": {
-                            "dsnSecretRef": {"name": "pg", "key": "dsn"},
-                            "table": TABLE,
-                        },
-                    }
-                ],
-            },
-        }
-    )
+    postgres = {"dsnSecretRef": {"name": "pg", "key": "dsn"}, "table": TABLE}
+    pipeline = make_pipeline("bench", sources=[{"name": "customers", "postgres": postgres}])
     import duckherd_jobs.ingest  # noqa: F401 (imported before the clock starts, like the others)
 
     ctx = StageContext(

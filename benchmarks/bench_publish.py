@@ -87,19 +87,13 @@ def build_warehouse(path: Path, rows: int) -> None:
 
 
 def _pipeline(target: dict[str, object]) -> object:
-    from duckherd.api import DataPipeline
+    from tests.pipelines import pipeline
 
-    return DataPipeline.model_validate(
-        {
-            "apiVersion": "duckherd.io/v1alpha1",
-            "kind": "DataPipeline",
-            "metadata": {"name": "bench", "namespace": "bench"},
-            "spec": {
-                "schedule": "0 6 * * *",
-                "sources": [{"name": "customers", "file": {"path": "/dev/null", "format": "csv"}}],
-                "publish": [{"table": MART, **target}],
-            },
-        }
+    return pipeline(
+        "bench",
+        "bench",
+        sources=[{"name": "customers", "file": {"path": "/dev/null", "format": "csv"}}],
+        publish=[{"table": MART, **target}],
     )
 
 

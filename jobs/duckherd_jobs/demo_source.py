@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -244,15 +244,15 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         if url.path == "/healthz":
-            self._send(HTTPStatus.OK, b'{"ok":true}')
+            send_json(self, HTTPStatus.OK, b'{"ok":true}')
             return
         if url.path != "/customers":
-            self._send(HTTPStatus.NOT_FOUND, b'{"error":"not found: use /customers"}')
+            send_json(self, HTTPStatus.NOT_FOUND, b'{"error":"not found: use /customers"}')
             return
         try:
             page, page_size, since = _parse_query(url.query)
         except ValueError as error:
-            self._send(HTTPStatus.BAD_REQUEST, json.dumps({"error": str(error)}).encode())
+            send_json(self, HTTPStatus.BAD_REQUEST, json.dumps({"error": str(error)}).encode())
             return
         if self.server.latency_seconds:
             threading.Event().wait(self.server.latency_seconds)
@@ -264,16 +264,23 @@ class _Handler(BaseHTTPRequestHandler):
                 query["updated_since"] = iso(since)
             host = self.headers.get("Host") or self.server.host_and_port
             headers["Link"] = f'<http://{host}/customers?{urlencode(query)}>; rel="next"'
-        self._send(HTTPStatus.OK, body, headers)
+        send_json(self, HTTPStatus.OK, body, headers)
 
-    def _send(self, status: HTTPStatus, body: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
+
+def send_json(
+    handler: BaseHTTPRequestHandler,
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """One JSON response with its length (keep-alive clients need it) and extra headers."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(body)
 
 
 def _parse_query(query: str) -> tuple[int, int, datetime | None]:

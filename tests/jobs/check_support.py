@@ -12,6 +12,7 @@ from duckherd.summary import StageSummary
 from duckherd_jobs.check import run_check
 from duckherd_jobs.context import StageContext
 from duckherd_jobs.runner import run_stage
+from tests import pipelines
 
 # 200 customers, deterministic; a few nulls, duplicates and out-of-range values on purpose.
 CUSTOMERS_SQL = """
@@ -52,17 +53,11 @@ def make_warehouse(path: Path, sql: str = CUSTOMERS_SQL) -> Path:
 
 
 def pipeline(checks: list[dict[str, Any]]) -> DataPipeline:
-    return DataPipeline.model_validate(
-        {
-            "apiVersion": "duckherd.io/v1alpha1",
-            "kind": "DataPipeline",
-            "metadata": {"name": "shop", "namespace": "default"},
-            "spec": {
-                "schedule": "0 6 * * *",
-                "sources": [{"name": "customers", "file": {"path": "x.csv", "format": "csv"}}],
-                "quality": {"checks": checks},
-            },
-        }
+    return pipelines.pipeline(
+        "shop",
+        "default",
+        sources=[{"name": "customers", "file": {"path": "x.csv", "format": "csv"}}],
+        quality={"checks": checks},
     )
 
 

@@ -21,7 +21,9 @@ import duckdb
 from duckherd.api import DataPipeline
 from duckherd.summary import StageSummary
 from duckherd_jobs.context import StageContext
+from duckherd_jobs.demo_source import send_json
 from duckherd_jobs.runner import run_stage
+from tests import pipelines
 
 Record = dict[str, Any]
 
@@ -98,24 +100,26 @@ def _handler_for(state: FakeApiState) -> type[BaseHTTPRequestHandler]:
             params = {k: v[-1] for k, v in parse_qs(url.query).items()}
             for name, value in state.required_headers.items():
                 if self.headers.get(name) != value:
-                    return self._send(401, b'{"error":"unauthorized"}')
+                    return send_json(self, 401, b'{"error":"unauthorized"}')
             for name, value in state.required_params.items():
                 if params.get(name) != value:
-                    return self._send(401, b'{"error":"unauthorized"}')
+                    return send_json(self, 401, b'{"error":"unauthorized"}')
             body, headers, page = _page(state, params, self.headers.get("Host", ""))
             with state.lock:
                 state.requests.append(Request(page, params, dict(self.headers), time.time()))
                 fault = state.faults[page].popleft() if state.faults[page] else None
             if fault is not None and self._inject(fault, body):
                 return None
-            return self._send(200, body, headers)
+            return send_json(self, 200, body, headers)
 
         def _inject(self, fault: tuple[str, float], body: bytes) -> bool:
             kind, value = fault
             if kind == "429":
-                self._send(429, b'{"error":"slow down"}', {"Retry-After": str(int(value or 1))})
+                send_json(
+                    self, 429, b'{"error":"slow down"}', {"Retry-After": str(int(value or 1))}
+                )
             elif kind == "500":
-                self._send(500, b'{"error":"boom"}')
+                send_json(self, 500, b'{"error":"boom"}')
             elif kind == "slow":
                 time.sleep(value)
                 return False
@@ -129,7 +133,7 @@ def _handler_for(state: FakeApiState) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
             elif kind == "broken":
-                self._send(200, body[: len(body) // 2])
+                send_json(self, 200, body[: len(body) // 2])
             elif kind == "reset":
                 # SO_LINGER 0: close() sends RST, the client sees "connection reset".
                 self.connection.setsockopt(
@@ -139,15 +143,6 @@ def _handler_for(state: FakeApiState) -> type[BaseHTTPRequestHandler]:
             else:
                 raise ValueError(kind)
             return True
-
-        def _send(self, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
 
     return Handler
 
@@ -191,14 +186,7 @@ def _page(
 
 
 def pipeline(*sources: dict[str, Any], name: str = "ingest-test") -> DataPipeline:
-    return DataPipeline.model_validate(
-        {
-            "apiVersion": "duckherd.io/v1alpha1",
-            "kind": "DataPipeline",
-            "metadata": {"name": name},
-            "spec": {"schedule": "0 6 * * *", "sources": list(sources)},
-        }
-    )
+    return pipelines.pipeline(name, sources=list(sources))
 
 
 def http_source(name: str, url: str, **fields: Any) -> dict[str, Any]:

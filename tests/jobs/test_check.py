@@ -14,6 +14,7 @@ from duckherd.summary import decode
 from duckherd_jobs.check.config import CheckConfigError
 from duckherd_jobs.check.stage import CheckComputeError, CheckTargetError
 from duckherd_jobs.runner import run_stage_cli
+from tests import pipelines
 from tests.jobs.check_support import COLUMNS, check, check_stage, make_warehouse, query
 
 NOT_NULL = "expect_column_values_to_not_be_null"
@@ -403,21 +404,15 @@ def test_no_checks_is_a_successful_no_op(warehouse: Path) -> None:
 def test_the_pod_entry_point_reports_through_the_termination_log(
     warehouse: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    manifest = {
-        "apiVersion": "duckherd.io/v1alpha1",
-        "kind": "DataPipeline",
-        "metadata": {"name": "shop"},
-        "spec": {
-            "schedule": "0 6 * * *",
-            "sources": [{"name": "customers", "file": {"path": "x.csv", "format": "csv"}}],
-            "quality": {
-                "checks": [
-                    _check(UNIQUE, column="customer_id"),
-                    _check(NOT_NULL, severity="warn", column="email"),
-                ]
-            },
+    manifest = pipelines.manifest(
+        sources=[{"name": "customers", "file": {"path": "x.csv", "format": "csv"}}],
+        quality={
+            "checks": [
+                _check(UNIQUE, column="customer_id"),
+                _check(NOT_NULL, severity="warn", column="email"),
+            ]
         },
-    }
+    )
     spec_path = tmp_path / "pipeline.yaml"
     spec_path.write_text(json.dumps(manifest))  # JSON is YAML
     termination_log = tmp_path / "termination-log"

@@ -9,13 +9,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from rich.console import Console
 
 from duckherd_jobs.local import run_local
+from tests import pipelines
 from tests.jobs.ingest_support import FakeApi, customers, http_source
 
 DUCKHERD = Path(sys.executable).with_name("duckherd")
@@ -26,15 +26,9 @@ AUTH = {"type": "bearer", "secretRef": {"name": "api", "key": "token"}}
 
 
 def write_manifest(directory: Path, url: str) -> Path:
-    manifest: dict[str, Any] = {
-        "apiVersion": "duckherd.io/v1alpha1",
-        "kind": "DataPipeline",
-        "metadata": {"name": NAME},
-        "spec": {
-            "schedule": "0 6 * * *",
-            "sources": [http_source("customers", url, http={"auth": AUTH})],
-        },
-    }
+    manifest = pipelines.manifest(
+        NAME, sources=[http_source("customers", url, http={"auth": AUTH})]
+    )
     path = directory / "pipeline.yaml"
     path.write_text(yaml.safe_dump(manifest))
     return path

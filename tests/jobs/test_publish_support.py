@@ -9,6 +9,7 @@ from duckherd.api import DataPipeline
 from duckherd.summary import CheckResult, ChecksSummary, StageSummary
 from duckherd_jobs.context import StageContext
 from duckherd_jobs.warehouse import connect, record_run
+from tests import pipelines
 
 REDIS_ENV = "DUCKHERD_SECRET_CACHE_URL"
 POSTGRES_ENV = "DUCKHERD_SECRET_APPDB_DSN"
@@ -22,20 +23,12 @@ def pipeline(
     name: str = "shop",
 ) -> DataPipeline:
     spec: dict[str, Any] = {
-        "schedule": "0 6 * * *",
         "sources": [{"name": "customers", "file": {"path": "/dev/null", "format": "csv"}}],
         "publish": publish,
     }
     if checks is not None:
         spec["quality"] = {"checks": checks}
-    return DataPipeline.model_validate(
-        {
-            "apiVersion": "duckherd.io/v1alpha1",
-            "kind": "DataPipeline",
-            "metadata": {"name": name, "namespace": "analytics"},
-            "spec": spec,
-        }
-    )
+    return pipelines.pipeline(name, "analytics", **spec)
 
 
 def redis_entry(mart: str = "marts.customers", **target: Any) -> dict[str, Any]:

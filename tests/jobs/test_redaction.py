@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from duckherd.api import DataPipeline
 from duckherd.summary import StageSummary
 from duckherd_jobs.context import StageContext
 from duckherd_jobs.redaction import redact, redact_summary, redacted_logs, stage_secrets
 from duckherd_jobs.runner import run_stage
+from tests import pipelines
 
 
 @pytest.mark.parametrize(
@@ -48,40 +48,23 @@ def test_credential_shapes_go_whoever_they_belong_to(text: str, expected: str) -
     assert redact(text) == expected
 
 
-def _pipeline(spec: dict[str, object]) -> DataPipeline:
-    return DataPipeline.model_validate(
-        {
-            "apiVersion": "duckherd.io/v1alpha1",
-            "kind": "DataPipeline",
-            "metadata": {"name": "shop"},
-            "spec": {"schedule": "0 6 * * *", **spec},
-        }
-    )
+ORDERS_FROM_POSTGRES = {
+    "name": "orders",
+    "postgres": {"dsnSecretRef": {"name": "shop-db", "key": "dsn"}, "table": "o"},
+}
 
 
 def test_a_stage_holds_its_secret_refs_and_pod_env_from_secrets_only() -> None:
-    pipeline = _pipeline(
-        {
-            "sources": [
-                {
-                    "name": "orders",
-                    "postgres": {"dsnSecretRef": {"name": "shop-db", "key": "dsn"}, "table": "o"},
-                }
-            ],
-            "publish": [
-                {"table": "orders", "redis": {"urlSecretRef": {"name": "cache", "key": "url"}}}
-            ],
-            "pod": {
-                "env": [
-                    {"name": "PLAIN", "value": "not-secret"},
-                    {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "t", "key": "k"}}},
-                    {
-                        "name": "FROM_MAP",
-                        "valueFrom": {"configMapKeyRef": {"name": "m", "key": "k"}},
-                    },
-                ]
-            },
-        }
+    pipeline = pipelines.pipeline(
+        sources=[ORDERS_FROM_POSTGRES],
+        publish=[{"table": "orders", "redis": {"urlSecretRef": {"name": "cache", "key": "url"}}}],
+        pod={
+            "env": [
+                {"name": "PLAIN", "value": "not-secret"},
+                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "t", "key": "k"}}},
+                {"name": "MAPPED", "valueFrom": {"configMapKeyRef": {"name": "m", "key": "k"}}},
+            ]
+        },
     )
     env = {
         "DUCKHERD_SECRET_SHOP_DB_DSN": "dsn-value",
@@ -145,16 +128,7 @@ def test_a_libpq_error_that_quotes_part_of_the_dsn_is_redacted_on_the_ingest_pat
     """libpq quotes the first token it cannot parse: here the URL part of a DSN Secret in the
     SQLAlchemy form. Hiding only whole secret values let its password through."""
     dsn = "postgresql+psycopg2://app:Hunter2-pw@127.0.0.1:1/shop connect_timeout=1"
-    pipeline = _pipeline(
-        {
-            "sources": [
-                {
-                    "name": "orders",
-                    "postgres": {"dsnSecretRef": {"name": "shop-db", "key": "dsn"}, "table": "o"},
-                }
-            ]
-        }
-    )
+    pipeline = pipelines.pipeline(sources=[ORDERS_FROM_POSTGRES])
     ctx = StageContext(
         pipeline=pipeline,
         warehouse=tmp_path / "w.duckdb",

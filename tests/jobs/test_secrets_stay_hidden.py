@@ -13,6 +13,7 @@ that the echo happened (the error holds `***`), so none passes because nothing w
 
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,9 +33,11 @@ import yaml
 from duckherd.api import DataPipelineSpec, DataPipelineStatus, Stage
 from duckherd.status import RunObservation, StageObservation, compute_status
 from duckherd.summary import StageSummary, decode
+from duckherd_jobs.demo_source import send_json
 from duckherd_jobs.redaction import REDACTED
 from duckherd_jobs.runner import run_stage_cli
 from duckherd_jobs.sql import sql_string
+from tests import pipelines
 from tests.jobs.ingest_support import served_directory
 from tests.services import PostgresServer
 
@@ -69,7 +72,7 @@ class Services:
 
 def _spec(**parts: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "schedule": "0 6 * * *",
+        "schedule": pipelines.DAILY,
         "sources": [{"name": "orders", "file": {"path": "orders.csv", "format": "csv"}}],
     }
     spec.update(parts)
@@ -85,11 +88,8 @@ def _api_quoting_the_token() -> Iterator[str]:
             """Quiet."""
 
         def do_GET(self) -> None:
-            body = f"rejected credentials: {self.headers.get('Authorization')}".encode()
-            self.send_response(401)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            quoted = json.dumps({"error": f"rejected: {self.headers.get('Authorization')}"})
+            send_json(self, 401, quoted.encode())
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = Thread(target=server.serve_forever, daemon=True)
@@ -235,16 +235,7 @@ def test_no_stage_lets_a_credential_out(
     with pytest.MonkeyPatch.context() as patch, ExitStack() as stack:
         case = PATHS[path](text, Services(postgres, tmp_path, stack.enter_context))
         manifest = tmp_path / "pipeline.yaml"
-        manifest.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "duckherd.io/v1alpha1",
-                    "kind": "DataPipeline",
-                    "metadata": {"name": "shop", "namespace": "analytics"},
-                    "spec": case.spec,
-                }
-            )
-        )
+        manifest.write_text(yaml.safe_dump(pipelines.manifest("shop", "analytics", **case.spec)))
         warehouse = tmp_path / "warehouse.duckdb"
         if case.warehouse_sql:
             with duckdb.connect(str(warehouse)) as connection:

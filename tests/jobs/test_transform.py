@@ -27,6 +27,7 @@ from duckherd_jobs.runner import run_stage
 from duckherd_jobs.transform import prepare_project
 from duckherd_jobs.transform.invocation import DbtInvocation, build_args, run_dbt
 from duckherd_jobs.transform.project import flatten_project
+from tests import pipelines
 
 REPO = Path(__file__).resolve().parents[2]
 DBT_PROJECT = REPO / "dbt"
@@ -69,19 +70,11 @@ def context(
     transform: bool = True,
 ) -> StageContext:
     spec: dict[str, Any] = {
-        "schedule": "0 6 * * *",
         "sources": [{"name": "customers", "http": {"url": "http://127.0.0.1:9/customers"}}],
     }
     if transform:
         spec["transform"] = {"dbt": {"project": {"path": str(DBT_PROJECT)}, **(dbt or {})}}
-    pipeline = DataPipeline.model_validate(
-        {
-            "apiVersion": "duckherd.io/v1alpha1",
-            "kind": "DataPipeline",
-            "metadata": {"name": "customer-analytics"},
-            "spec": spec,
-        }
-    )
+    pipeline = pipelines.pipeline("customer-analytics", **spec)
     return StageContext(
         pipeline=pipeline,
         warehouse=tmp_path / "warehouse.duckdb",
