@@ -15,7 +15,7 @@ from typing import Any
 from duckherd.status import CHILD_REJECTED, Problem
 from duckherd_operator import metrics
 from duckherd_operator.builders import Pipeline, build_children
-from duckherd_operator.kube import Kube
+from duckherd_operator.client import KubeClient
 
 # HTTP statuses that mean "this object will not be accepted as it is".
 _REFUSED = (400, 403, 422)
@@ -33,7 +33,8 @@ class Acted:
 
 
 def api_message(error: Exception) -> str:
-    """The API server's own message (an ApiError's text, or a client's JSON `body`)."""
+    """The API server's own message (the `message` of the Status in the error's JSON `body`),
+    else the error's text."""
     body = getattr(error, "body", None)
     if isinstance(body, str | bytes):
         try:
@@ -57,7 +58,7 @@ def classify_apply_error(error: Exception, manifest: dict[str, Any]) -> Problem:
     return Problem("ApplyRetrying", f"applying {child} failed, retrying: {message}", transient=True)
 
 
-async def apply_generation(kube: Kube, pipeline: Pipeline) -> Acted:
+async def apply_generation(kube: KubeClient, pipeline: Pipeline) -> Acted:
     """Server-side apply every child; stop at the first one that fails and say why."""
     for manifest in build_children(pipeline):
         try:

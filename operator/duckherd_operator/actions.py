@@ -24,7 +24,7 @@ from duckherd_operator.builders import (
     cronjob_name,
 )
 from duckherd_operator.chain import LabelRun, StartStage, job_view
-from duckherd_operator.kube import Kube, collection_path, object_path
+from duckherd_operator.client import KubeClient, collection_path, object_path
 from duckherd_operator.report import Notice, event_manifest
 
 log = logging.getLogger("duckherd.operator")
@@ -37,13 +37,13 @@ def pipeline_lock(namespace: str, name: str) -> asyncio.Lock:
     return _locks.setdefault((namespace, name), asyncio.Lock())
 
 
-async def apply_children(kube: Kube, pipeline: Pipeline) -> None:
+async def apply_children(kube: KubeClient, pipeline: Pipeline) -> None:
     for manifest in build_children(pipeline):
         await kube.apply(manifest)
     metrics.CHILDREN_APPLIED.inc()
 
 
-async def _cronjob_uid(kube: Kube, pipeline: Pipeline, stage: str) -> str | None:
+async def _cronjob_uid(kube: KubeClient, pipeline: Pipeline, stage: str) -> str | None:
     """Stage Jobs are owned by their stage's CronJob (garbage collection, `kubectl get`)."""
     cronjob = await kube.get(
         object_path("batch/v1", "CronJob", pipeline.namespace, cronjob_name(pipeline.name, stage))
@@ -51,7 +51,7 @@ async def _cronjob_uid(kube: Kube, pipeline: Pipeline, stage: str) -> str | None
     return str(cronjob["metadata"]["uid"]) if cronjob else None
 
 
-async def start_stage(kube: Kube, pipeline: Pipeline, action: StartStage) -> None:
+async def start_stage(kube: KubeClient, pipeline: Pipeline, action: StartStage) -> None:
     job = build_stage_job(
         pipeline,
         action.stage,
@@ -64,14 +64,16 @@ async def start_stage(kube: Kube, pipeline: Pipeline, action: StartStage) -> Non
         metrics.STAGES_STARTED.labels(stage=action.stage).inc()
 
 
-async def label_run(kube: Kube, namespace: str, action: LabelRun) -> None:
+async def label_run(kube: KubeClient, namespace: str, action: LabelRun) -> None:
     await kube.merge_patch(
         object_path("batch/v1", "Job", namespace, action.job),
         {"metadata": {"labels": {LABEL_RUN_ID: action.run_id, LABEL_TRIGGER: action.trigger}}},
     )
 
 
-async def perform(kube: Kube, pipeline: Pipeline, actions: list[StartStage | LabelRun]) -> None:
+async def perform(
+    kube: KubeClient, pipeline: Pipeline, actions: list[StartStage | LabelRun]
+) -> None:
     for action in actions:
         if isinstance(action, StartStage):
             await start_stage(kube, pipeline, action)
@@ -83,7 +85,7 @@ class PipelineBusy(RuntimeError):
     """A stage Job of the pipeline is active: a new run would be a second writer."""
 
 
-async def start_run_now(kube: Kube, pipeline: Pipeline, job_name: str) -> bool:
+async def start_run_now(kube: KubeClient, pipeline: Pipeline, job_name: str) -> bool:
     """Start a manual run at the first stage; False when that Job already exists.
 
     Raises PipelineBusy while another stage Job is active (the caller retries later)."""
@@ -109,14 +111,14 @@ async def start_run_now(kube: Kube, pipeline: Pipeline, job_name: str) -> bool:
         return await kube.create(job) is not None
 
 
-async def patch_status(kube: Kube, namespace: str, name: str, patch: dict[str, Any]) -> None:
+async def patch_status(kube: KubeClient, namespace: str, name: str, patch: dict[str, Any]) -> None:
     await kube.merge_patch(
         object_path(API_VERSION, KIND, namespace, name) + "/status", {"status": patch}
     )
     metrics.STATUS_PATCHES.inc()
 
 
-async def post_events(kube: Kube, body: dict[str, Any], notices: Iterable[Notice]) -> None:
+async def post_events(kube: KubeClient, body: dict[str, Any], notices: Iterable[Notice]) -> None:
     """Write the Events through our client (Kopf's poster only serves its handlers' tasks, not
     the resync loop). An Event that cannot be written is logged; reconciliation goes on."""
     for notice in notices:
@@ -126,7 +128,9 @@ async def post_events(kube: Kube, body: dict[str, Any], notices: Iterable[Notice
             log.warning("could not post Event %s: %s", notice.reason, error)
 
 
-async def end_superseded_jobs(kube: Kube, body: dict[str, Any], stuck: dict[str, Problem]) -> None:
+async def end_superseded_jobs(
+    kube: KubeClient, body: dict[str, Any], stuck: dict[str, Problem]
+) -> None:
     """A Job of an older generation whose pod cannot start (a missing Secret, an image that
     cannot be pulled) would stay active for ever and block the fixed spec's runs: end it
     (it never ran, so nothing is half written). Its run fails, and status says so."""

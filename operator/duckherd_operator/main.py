@@ -9,9 +9,8 @@ def run(*, namespaces: list[str], liveness: str, metrics_port: int) -> None:
     import kopf
 
     import duckherd_operator.handlers  # noqa: F401  (registers the handlers)
-    from duckherd_operator import state
+    from duckherd_operator.context import new_memo
 
-    state.set_namespaces(namespaces)
     kopf.configure(verbose=False)  # INFO logs, Kopf's own format
 
     if metrics_port:
@@ -21,4 +20,5 @@ def run(*, namespaces: list[str], liveness: str, metrics_port: int) -> None:
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=liveness,
+        memo=new_memo(namespaces),
     )

@@ -28,7 +28,7 @@ from duckherd_operator.actions import (
 )
 from duckherd_operator.builders import Pipeline
 from duckherd_operator.chain import decide, job_view
-from duckherd_operator.kube import Kube, collection_path, object_path
+from duckherd_operator.client import KubeClient, collection_path, object_path
 from duckherd_operator.observe import (
     next_schedule_time,
     observe_run,
@@ -40,7 +40,7 @@ from duckherd_operator.report import status_patch, transition_notices
 from duckherd_operator.validation import Parsed, parse_pipeline
 
 
-async def reconcile_body(kube: Kube, body: dict[str, Any]) -> None:
+async def reconcile_body(kube: KubeClient, body: dict[str, Any]) -> None:
     """Children follow the spec, then chain and status follow the children."""
     parsed = parse_pipeline(body)
     acted = None
@@ -51,7 +51,7 @@ async def reconcile_body(kube: Kube, body: dict[str, Any]) -> None:
         raise acted.error  # transient: status says Reconciling, the caller retries
 
 
-async def sync(kube: Kube, namespace: str, name: str, acted: Acted | None = None) -> None:
+async def sync(kube: KubeClient, namespace: str, name: str, acted: Acted | None = None) -> None:
     """Chain the newest run and bring status up to date. Safe to call at any time."""
     async with pipeline_lock(namespace, name):
         body = await kube.get(object_path(API_VERSION, KIND, namespace, name))
@@ -80,7 +80,7 @@ def _observed(
 
 
 async def _chain_and_observe(
-    kube: Kube, body: dict[str, Any], pipeline: Pipeline, previous: DataPipelineStatus
+    kube: KubeClient, body: dict[str, Any], pipeline: Pipeline, previous: DataPipelineStatus
 ) -> tuple[RunObservation | None, Problem | None]:
     """Move the newest run on by one step and observe it (None when there is no run); a
     stuck Job of an older generation is ended rather than held against the current one."""
@@ -100,7 +100,7 @@ async def _chain_and_observe(
     return observe_run(latest, pods, previous), (current[0] if current else None)
 
 
-async def _sync_locked(kube: Kube, body: dict[str, Any], acted: Acted | None = None) -> None:
+async def _sync_locked(kube: KubeClient, body: dict[str, Any], acted: Acted | None = None) -> None:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     parsed = parse_pipeline(body)
     previous = _stored_status(body)

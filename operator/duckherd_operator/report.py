@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from duckherd.api import DataPipelineStatus, RunStatus
 from duckherd.status import DATA_READY, NOT_YET_REASONS, READY, get_condition, rfc3339
-from duckherd_operator.kube import FIELD_MANAGER
+from duckherd_operator.client import FIELD_MANAGER
 
 
 @dataclass(frozen=True)

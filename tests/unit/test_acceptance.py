@@ -5,24 +5,23 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kubernetes_asyncio.client.exceptions import ApiException
+
 from duckherd_operator.acceptance import classify_apply_error
-from duckherd_operator.kube import ApiError
 from duckherd_operator.observe import superseded
 
 CRONJOB: dict[str, Any] = {"kind": "CronJob", "metadata": {"name": "shop-ingest"}}
 
 
-class ClientError(Exception):
-    """Shaped like kubernetes_asyncio's ApiException: status and a JSON body."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"({status})")
-        self.status = status
-        self.body = json.dumps({"kind": "Status", "message": message})
+def api_error(status: int, message: str) -> ApiException:
+    """As kubernetes_asyncio raises it: the status, and the API server's Status as the body."""
+    error = ApiException(status=status, reason="refused")
+    error.body = json.dumps({"kind": "Status", "message": message}).encode()
+    return error
 
 
 def test_an_invalid_child_is_refused() -> None:
-    error = ApiError(422, 'CronJob.batch "shop-ingest" is invalid: spec...tolerations[0].operator')
+    error = api_error(422, 'CronJob.batch "shop-ingest" is invalid: spec...tolerations[0].operator')
     problem = classify_apply_error(error, CRONJOB)
     assert (problem.reason, problem.transient) == ("ChildRejected", False)
     assert "CronJob shop-ingest" in problem.message and "tolerations[0]" in problem.message
@@ -30,13 +29,13 @@ def test_an_invalid_child_is_refused() -> None:
 
 def test_server_side_apply_refuses_a_bad_quantity_with_a_500() -> None:
     message = "failed to create typed patch object: .spec...limits.cpu: quantities must match"
-    problem = classify_apply_error(ClientError(500, message), CRONJOB)
+    problem = classify_apply_error(api_error(500, message), CRONJOB)
     assert (problem.reason, problem.transient) == ("ChildRejected", False)
     assert "quantities must match" in problem.message
 
 
 def test_an_unavailable_api_server_is_retried() -> None:
-    for error in (ApiError(503, "the server is shutting down"), ConnectionError("reset")):
+    for error in (api_error(503, "the server is shutting down"), ConnectionError("reset")):
         problem = classify_apply_error(error, CRONJOB)
         assert (problem.reason, problem.transient) == ("ApplyRetrying", True)
 

@@ -16,31 +16,31 @@ from typing import Any
 
 import kopf
 
-from duckherd.api import API_VERSION
-from duckherd_operator import metrics, state
-from duckherd_operator.kube import Kube
+from duckherd.api import API_VERSION, KIND
+from duckherd_operator import metrics
+from duckherd_operator.client import KubeClient, collection_path
+from duckherd_operator.context import kube, namespaces
 from duckherd_operator.reconcile import reconcile_body
 
 RESYNC_INTERVAL_SECONDS = 30.0
 log = logging.getLogger("duckherd.operator.resync")
-_task: asyncio.Task[None] | None = None
 
 
-def pipeline_collections(namespaces: list[str]) -> list[str]:
-    base = f"/apis/{API_VERSION}"
-    if not namespaces:
-        return [f"{base}/datapipelines"]
-    return [f"{base}/namespaces/{namespace}/datapipelines" for namespace in namespaces]
+def pipeline_collections(served: list[str]) -> list[str]:
+    """The DataPipeline collections of the served namespaces (all of them for none)."""
+    if not served:
+        return [collection_path(API_VERSION, KIND, None)]
+    return [collection_path(API_VERSION, KIND, namespace) for namespace in served]
 
 
-async def resync_once(kube: Kube, namespaces: list[str]) -> int:
+async def resync_once(client: KubeClient, served: list[str]) -> int:
     """Reconcile every pipeline once; returns how many were visited. Errors are per pipeline."""
     visited = 0
-    for path in pipeline_collections(namespaces):
-        for body in await kube.list(path):
+    for path in pipeline_collections(served):
+        for body in await client.list(path):
             visited += 1
             try:
-                await reconcile_body(kube, body)
+                await reconcile_body(client, body)
             except Exception:  # one broken pipeline must not stop the others' repair
                 metrics.SYNC_ERRORS.inc()
                 meta = body.get("metadata", {})
@@ -48,25 +48,25 @@ async def resync_once(kube: Kube, namespaces: list[str]) -> int:
     return visited
 
 
-async def _resync_forever(interval: float) -> None:
+async def _resync_forever(memo: kopf.Memo, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            await resync_once(state.kube(), state.namespaces())
+            await resync_once(kube(memo), namespaces(memo))
         except Exception:  # the API may be away for a moment; the next round retries
             metrics.SYNC_ERRORS.inc()
             log.exception("resync failed")
 
 
 @kopf.on.startup()
-async def start_resync(**_: Any) -> None:
-    global _task
-    _task = asyncio.create_task(_resync_forever(RESYNC_INTERVAL_SECONDS))
+async def start_resync(memo: kopf.Memo, **_: Any) -> None:
+    memo["resync"] = asyncio.create_task(_resync_forever(memo, RESYNC_INTERVAL_SECONDS))
 
 
 @kopf.on.cleanup()
-async def stop_resync(**_: Any) -> None:
-    if _task is not None:
-        _task.cancel()
+async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("resync")
+    if isinstance(task, asyncio.Task):
+        task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await _task
+            await task

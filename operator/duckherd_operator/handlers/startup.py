@@ -1,4 +1,5 @@
-"""Operator start-up: settings and the API connection our own client shares with Kopf."""
+"""Operator start-up: settings, and logging in (Kopf and our API client, with the same
+credentials)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from duckherd_operator import state
+from duckherd_operator.context import connect, disconnect
 from duckherd_operator.logs import quiet_routine_logs
 
 
@@ -50,14 +51,17 @@ def in_cluster_address(
 
 
 @kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-    if info is not None:
-        info = in_cluster_address(info)
-        state.set_connection(info)
+async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In a pod the service account, else the kubeconfig; our client gets the same login."""
+    service_account = kopf.login_with_service_account(**kwargs)
+    info = service_account or kopf.login_with_kubeconfig(**kwargs)
+    if info is None:
+        return None
+    info = in_cluster_address(info)
+    await connect(memo, info, service_account=service_account is not None)
     return info
 
 
 @kopf.on.cleanup()
-async def close(**_: Any) -> None:
-    await state.close()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    await disconnect(memo)

@@ -1,0 +1,53 @@
+"""What the operator keeps in Kopf's memo: its API client and the namespaces it serves.
+
+Kopf hands the same memo to every handler (activities included), so there is no module state:
+`duckherd operator` puts the namespaces in at start, the login handler the client.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+
+from duckherd_operator.client import KubeClient, from_connection, from_service_account
+
+log = logging.getLogger("duckherd.operator")
+
+
+def new_memo(namespaces: list[str]) -> kopf.Memo:
+    """The namespaces the operator serves; empty means the whole cluster."""
+    return kopf.Memo(namespaces=list(namespaces), kube=None)
+
+
+def namespaces(memo: kopf.Memo) -> list[str]:
+    return list(memo.get("namespaces") or [])
+
+
+def kube(memo: kopf.Memo) -> KubeClient:
+    client = memo.get("kube")
+    if not isinstance(client, KubeClient):
+        raise RuntimeError("not logged in to the Kubernetes API yet")
+    return client
+
+
+async def connect(memo: kopf.Memo, info: kopf.ConnectionInfo, *, service_account: bool) -> None:
+    """Give the handlers a client for the credentials Kopf just logged in with.
+
+    Kopf logs in again whenever the API server answers 401. A client that re-reads the
+    service-account token file already follows a rotation and is kept; any other is replaced,
+    and the old one closed once its requests under way have ended."""
+    old = memo.get("kube")
+    if isinstance(old, KubeClient) and old.rereads_token_file and service_account:
+        return
+    memo["kube"] = from_service_account(info) if service_account else from_connection(info)
+    if isinstance(old, KubeClient):
+        log.info("Kubernetes API credentials renewed; the previous client is closed")
+        await old.close()
+
+
+async def disconnect(memo: kopf.Memo) -> None:
+    client = memo.get("kube")
+    memo["kube"] = None
+    if isinstance(client, KubeClient):
+        await client.close()
