@@ -73,36 +73,22 @@ def set_condition(
     now: datetime,
 ) -> list[Condition]:
     """Upsert a condition; `lastTransitionTime` moves only when `status` flips."""
-    result: list[Condition] = []
-    found = False
-    for condition in conditions:
-        if condition.type != type:
-            result.append(condition)
-            continue
-        found = True
-        transition = condition.lastTransitionTime if condition.status == status else rfc3339(now)
-        result.append(
-            Condition(
-                type=type,
-                status=status,
-                reason=reason,
-                message=message,
-                observedGeneration=generation,
-                lastTransitionTime=transition,
-            )
-        )
-    if not found:
-        result.append(
-            Condition(
-                type=type,
-                status=status,
-                reason=reason,
-                message=message,
-                observedGeneration=generation,
-                lastTransitionTime=rfc3339(now),
-            )
-        )
-    return result
+    previous = get_condition(conditions, type)
+    if previous is not None and previous.status == status:
+        transition = previous.lastTransitionTime
+    else:
+        transition = rfc3339(now)
+    updated = Condition(
+        type=type,
+        status=status,
+        reason=reason,
+        message=message,
+        observedGeneration=generation,
+        lastTransitionTime=transition,
+    )
+    if previous is None:
+        return [*conditions, updated]
+    return [updated if condition.type == type else condition for condition in conditions]
 
 
 def get_condition(conditions: Iterable[Condition], type: str) -> Condition | None:
