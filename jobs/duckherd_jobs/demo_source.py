@@ -137,7 +137,7 @@ def _utc_texts(epochs: np.ndarray[Any, Any]) -> list[str]:
 
 
 def render_customers(
-    count: int, as_of: datetime, seed: int = DEFAULT_SEED
+    count: int, as_of: datetime, seed: int = DEFAULT_SEED, revenue_scale: float = 1.0
 ) -> tuple[list[bytes], list[int]]:
     """Each customer's JSON bytes and `updated_at` (epoch seconds), ordered by id.
 
@@ -164,7 +164,8 @@ def render_customers(
     orders = (np.maximum(age / (30.44 * 86400), 0.1) * rng.uniform(0.2, 3.0, count)).astype(
         np.int64
     )
-    revenue = np.round(orders * scales * rng.lognormal(0, 0.5, count), 2)
+    # revenue_scale shifts the revenue distribution (every value stays positive): drift demos.
+    revenue = np.round(orders * scales * rng.lognormal(0, 0.5, count) * revenue_scale, 2)
     first = _choice(rng, _NAME_WORDS, count)
     second = _choice(rng, _NAME_WORDS, count)
     suffix = _choice(rng, _NAME_SUFFIXES, count)
@@ -201,9 +202,15 @@ def render_customers(
 class CustomerCatalog:
     """Pre-rendered customers and the page bodies cut from them."""
 
-    def __init__(self, customers: int, as_of: datetime, seed: int = DEFAULT_SEED) -> None:
+    def __init__(
+        self,
+        customers: int,
+        as_of: datetime,
+        seed: int = DEFAULT_SEED,
+        revenue_scale: float = 1.0,
+    ) -> None:
         self.as_of = as_of
-        self._rendered, self._updated = render_customers(customers, as_of, seed)
+        self._rendered, self._updated = render_customers(customers, as_of, seed, revenue_scale)
         self._filtered: dict[float, list[int]] = {}
         self._lock = threading.Lock()
 
@@ -329,8 +336,9 @@ class DemoSource:
         as_of: datetime | None = None,
         seed: int = DEFAULT_SEED,
         latency_seconds: float = 0.0,
+        revenue_scale: float = 1.0,
     ) -> None:
-        self.catalog = CustomerCatalog(customers, as_of or default_as_of(), seed)
+        self.catalog = CustomerCatalog(customers, as_of or default_as_of(), seed, revenue_scale)
         self._server = _DemoServer((host, port), self.catalog, latency_seconds)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

@@ -73,8 +73,13 @@ def test_the_example_is_the_daily_customer_pipeline() -> None:
         ("expect_column_values_to_be_between", "total_revenue"),
         ("expect_column_max_to_be_recent", "updated_at"),
         ("expect_table_row_count_change_to_be_within", None),
+        ("expect_column_to_exist", "customer_id"),
+        ("expect_column_drift_to_be_within", "monthly_ltv"),
     }
-    assert {c.table for c in spec.quality.checks} == {"marts.customer_analytics"}
+    assert {c.table for c in spec.quality.checks} == {
+        "marts.customer_analytics",
+        "staging.stg_salesforce__customers",
+    }
 
 
 def test_an_env_var_points_the_source_at_a_local_server() -> None:
@@ -253,7 +258,7 @@ def test_make_demo_runs_the_example_end_to_end_and_again_incrementally(
     ] * 2
     assert len({run_id for run_id, _, _ in runs}) == 2
     assert marts == (600,)
-    assert checks == (10, 10)
+    assert checks == (14, 14)  # 7 checks, twice
     # The transform records the dbt tests it ran beside the checks: the same ones each run,
     # all passing on the demo's data.
     assert len(dbt_tests) == 2
