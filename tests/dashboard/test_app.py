@@ -10,7 +10,7 @@ import psycopg2
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.dashboard.conftest import APP, Serving
+from tests.dashboard.serving import APP, Serving
 
 pytestmark = pytest.mark.services
 

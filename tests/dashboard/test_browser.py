@@ -13,7 +13,7 @@ import os
 import pytest
 
 from tests.dashboard.browser import DashboardPage, chromium, running, streamlit_command
-from tests.dashboard.conftest import APP, Serving
+from tests.dashboard.serving import APP, Serving
 from tests.services import free_port
 
 pytestmark = pytest.mark.services
