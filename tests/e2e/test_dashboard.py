@@ -11,6 +11,7 @@ mart's numbers.
 from __future__ import annotations
 
 import json
+import subprocess
 from typing import Any
 
 import pytest
@@ -52,6 +53,27 @@ def publish_secrets(serving: Serving, host: str) -> list[dict[str, Any]]:
     return [
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": values}
         for name, values in data.items()
+    ]
+
+
+def test_the_manifest_passes_restricted_admission_without_a_warning(
+    cluster: Cluster, namespace: str
+) -> None:
+    """The API server's own Pod Security check of the pod template (a server-side dry run in
+    a namespace that enforces and warns "restricted"), before anything runs."""
+    done = subprocess.run(
+        ["kubectl", "apply", "--dry-run=server", "-n", namespace, "-f", str(MANIFEST)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "would violate PodSecurity" not in done.stderr, done.stderr
+    assert done.stdout.split("\n")[:2] == [
+        "deployment.apps/duckherd-dashboard created (server dry run)",
+        "service/duckherd-dashboard created (server dry run)",
     ]
 
 
