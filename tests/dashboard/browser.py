@@ -153,13 +153,15 @@ class DashboardPage:
         return shown
 
     def rendered_totals(self) -> dict[str, str]:
-        """The totals and the freshness banner, once the app's run has rendered both."""
+        """The totals, once the app's run has rendered the whole page: the banner, the totals
+        and the lookup box (the page's last element)."""
 
         def rendered() -> dict[str, str] | None:
             totals = self.metrics("totals")
-            return totals if len(totals) == 3 and self.banner() else None
+            done = self.driver.find_elements(By.CSS_SELECTOR, ".st-key-customer_id input")
+            return totals if len(totals) == 3 and self.banner() and done else None
 
-        return self.wait(rendered, "the totals and the freshness banner")
+        return self.wait(rendered, "the totals, the freshness banner and the lookup box")
 
     def banner(self) -> str:
         """The freshness banner's words (its icon left out)."""
