@@ -14,6 +14,7 @@ that the echo happened (the error holds `***`), so none passes because nothing w
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -232,7 +233,10 @@ def test_no_stage_lets_a_credential_out(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     text, password = SHAPES[shape]
-    with pytest.MonkeyPatch.context() as patch, ExitStack() as stack:
+    duckherd_logs = logging.getLogger("duckherd")
+    stack = ExitStack()
+    stack.callback(duckherd_logs.setLevel, duckherd_logs.level)  # verbose raises it
+    with pytest.MonkeyPatch.context() as patch, stack:
         case = PATHS[path](text, Services(postgres, tmp_path, stack.enter_context))
         manifest = tmp_path / "pipeline.yaml"
         manifest.write_text(yaml.safe_dump(pipelines.manifest("shop", "analytics", **case.spec)))
@@ -250,6 +254,7 @@ def test_no_stage_lets_a_credential_out(
                 warehouse=warehouse,
                 termination_log=termination_log,
                 run_id="run-1",
+                verbose=True,  # tracebacks too, as `--verbose` shows them
             )
     captured = capfd.readouterr()
 
