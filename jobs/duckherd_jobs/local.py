@@ -29,6 +29,7 @@ from duckherd.status import (
 )
 from duckherd.summary import StageSummary
 from duckherd_jobs.context import StageContext, new_run_id
+from duckherd_jobs.lineage import Lineage
 from duckherd_jobs.runner import ManifestError, configure_logging, load_manifest, run_stage
 from duckherd_jobs.warehouse import WarehouseTable, list_tables
 
@@ -154,9 +155,11 @@ def run_local(
     stages: str | None = None,
     console: Console | None = None,
     verbose: bool = False,
+    lineage_file: Path | None = None,
 ) -> int:
     """Run the manifest's stages: 0 when every stage succeeded, 1 when one failed, 2 when
-    the manifest or the options are wrong."""
+    the manifest or the options are wrong. OpenLineage events go to `lineage_file` (JSON
+    lines) or where the environment configures them (docs/lineage.md)."""
     configure_logging(level=logging.WARNING, verbose=verbose)
     # Wide like `kubectl -o wide` even when stdout is not a terminal (CI logs, pipes).
     console = console or Console(width=None if Console().is_terminal else 200)
@@ -176,9 +179,10 @@ def run_local(
     )
     console.print(f"run [bold]{ctx.run_id}[/bold] of {name} into {warehouse}")
     summaries: list[StageSummary] = []
+    lineage = Lineage.from_environment(lineage_file)
     for stage in selected:
         with console.status(f"[bold]{stage}[/bold] running..."):
-            summary = run_stage(stage, ctx)
+            summary = run_stage(stage, ctx, lineage)
         summaries.append(summary)
         mark = "[green]✓[/green]" if summary.ok else "[red]✗[/red]"
         console.print(f"{mark} {stage} in {summary.durationSeconds or 0:.2f}s")

@@ -113,3 +113,12 @@ def redacted_logs(secrets: Iterable[str]) -> Iterator[None]:
         yield
     finally:
         logging.setLogRecordFactory(previous)
+
+
+def url_without_credentials(url: str) -> str:
+    """`scheme://host[:port]/path` of a URL: no user, password, query or fragment (where
+    secrets ride). Raises ValueError for a URL it cannot parse."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    authority = f"{host}:{parts.port}" if parts.port else host
+    return f"{parts.scheme}://{authority}{parts.path}"

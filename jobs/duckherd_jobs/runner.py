@@ -28,6 +28,7 @@ from duckherd.status import rfc3339
 from duckherd.summary import StageSummary, encode
 from duckherd.validation import describe_validation_errors
 from duckherd_jobs.context import StageContext, new_run_id, utc_now
+from duckherd_jobs.lineage import Lineage
 from duckherd_jobs.redaction import redact_summary, redacted_logs, stage_secrets
 from duckherd_jobs.warehouse import connect, record_run
 
@@ -94,12 +95,16 @@ def stage_function(stage: str) -> StageFunction:
     return cast(StageFunction, getattr(importlib.import_module(module_name), attribute))
 
 
-def run_stage(stage: Stage, ctx: StageContext) -> StageSummary:
-    """Run a stage to a summary; never raises for a stage failure."""
+def run_stage(stage: Stage, ctx: StageContext, lineage: Lineage | None = None) -> StageSummary:
+    """Run a stage to a summary; never raises for a stage failure. OpenLineage START and
+    COMPLETE/FAIL go to `lineage` (by default as configured in the environment: off unless
+    configured)."""
+    lineage = lineage or Lineage.from_environment()
     started = utc_now()
     clock = time.monotonic()
     secrets = stage_secrets(ctx.pipeline, stage, ctx.env)
     with redacted_logs(secrets):
+        lineage_run = lineage.start(stage, ctx)
         try:
             summary = stage_function(stage)(ctx)
         except PipelineError as error:  # the pipeline's fault: its message says what to fix
@@ -119,6 +124,8 @@ def run_stage(stage: Stage, ctx: StageContext) -> StageSummary:
             record_run(connection, summary)
     except Exception as error:  # the run log is secondary: report, do not mask the result
         log.warning("could not record the run in _duckherd.runs: %s", error)
+    with redacted_logs(secrets):
+        lineage.finish(stage, ctx, lineage_run, summary)
     return summary
 
 

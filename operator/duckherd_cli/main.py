@@ -129,6 +129,10 @@ def run(
         str | None, typer.Option(help="Comma-separated stages to run (default: all configured).")
     ] = None,
     verbose: VerboseOption = False,
+    lineage_file: Annotated[
+        Path | None,
+        typer.Option(help="Append the run's OpenLineage events to this file (JSON lines)."),
+    ] = None,
 ) -> None:
     """Run a pipeline manifest locally, without a cluster.
 
@@ -137,7 +141,15 @@ def run(
     """
     from duckherd_jobs.local import run_local
 
-    raise typer.Exit(run_local(manifest, warehouse=warehouse, stages=stages, verbose=verbose))
+    raise typer.Exit(
+        run_local(
+            manifest,
+            warehouse=warehouse,
+            stages=stages,
+            verbose=verbose,
+            lineage_file=lineage_file,
+        )
+    )
 
 
 @app.command("demo-source")
