@@ -13,7 +13,7 @@ from openlineage.client.generated.output_statistics_output_dataset import (
 
 from duckherd.summary import PublishedTarget, StageSummary
 from duckherd_jobs.context import StageContext
-from duckherd_jobs.lineage import Lineage, publish_datasets
+from duckherd_jobs.lineage import Lineage, ingest_datasets, publish_datasets
 from tests import pipelines
 from tests.jobs.ingest_support import http_source
 from tests.jobs.lineage_support import Receiver, schema_errors
@@ -154,3 +154,16 @@ def test_publish_targets_are_named_without_credentials(tmp_path: Path) -> None:
     assert isinstance(stats, OutputStatisticsOutputDatasetFacet)
     assert stats.rowCount == 7
     assert "secret" not in repr(outputs)
+
+
+def test_source_urls_lose_credentials_query_and_fragment(tmp_path: Path) -> None:
+    url = "https://user:pa55word@api.example:8443/v1/items?api_key=k3y&page=1#top"
+    pipeline = pipelines.pipeline("shop", sources=[http_source("customers", url)])
+    ctx = StageContext(pipeline=pipeline, warehouse=tmp_path / "w.duckdb", run_id="r1", env={})
+
+    inputs, outputs = ingest_datasets(ctx, StageSummary(stage="ingest", ok=True))
+
+    assert [(i.namespace, i.name) for i in inputs] == [("https://api.example:8443", "/v1/items")]
+    assert [(o.namespace, o.name, o.outputFacets) for o in outputs] == [
+        ("duckdb://default.shop", "raw.customers", {})
+    ]
