@@ -259,8 +259,15 @@ def test_a_new_pipeline_is_current_within_seconds_of_apply(
 ) -> None:
     start = time.monotonic()
     apply_manifest(pipeline(NAME, f"{demo_api.url}/customers"), ns)
-    seen = wait_for(tools, ns, "new pipeline, no run yet", kstatus_is("Current"))
-    print(f"[e2e timing] apply -> kstatus Current (s): {time.monotonic() - start:.2f}")
+    # kstatus calls an object without any status Current (docs/status.md, known limits):
+    # wait for the operator's verdict, observedGeneration set.
+    seen = wait_for(
+        tools,
+        ns,
+        "new pipeline, no run yet",
+        lambda s: kstatus_is("Current")(s) and "observedGeneration" in s.pipeline.get("status", {}),
+    )
+    print(f"[e2e timing] apply -> observed and kstatus Current (s): {time.monotonic() - start:.2f}")
     assert seen.argocd["status"] == "Healthy"
     assert (condition(seen.pipeline, "DataReady") or {}).get("reason") == "AwaitingFirstRun"
     assert "lastRun" not in seen.pipeline["status"]
