@@ -14,6 +14,7 @@ from typing import Any
 
 from duckherd.status import CHILD_REJECTED, Problem
 from duckherd_operator import metrics
+from duckherd_operator.applied import APPLIED
 from duckherd_operator.builders import Pipeline, build_children
 from duckherd_operator.client import KubeClient
 
@@ -62,7 +63,7 @@ async def apply_generation(kube: KubeClient, pipeline: Pipeline) -> Acted:
     """Server-side apply every child; stop at the first one that fails and say why."""
     for manifest in build_children(pipeline):
         try:
-            await kube.apply(manifest)
+            APPLIED.record(manifest, await kube.apply(manifest))
         except Exception as error:  # classified: refused (Stalled) or transient (re-raised)
             problem = classify_apply_error(error, manifest)
             return Acted(pipeline.generation, problem, None if not problem.transient else error)

@@ -16,6 +16,7 @@ from duckherd.api import API_VERSION, KIND
 from duckherd.contract import LABEL_PIPELINE, LABEL_RUN_ID, LABEL_TRIGGER
 from duckherd.status import Problem
 from duckherd_operator import metrics
+from duckherd_operator.applied import APPLIED
 from duckherd_operator.builders import (
     Pipeline,
     build_children,
@@ -39,7 +40,7 @@ def pipeline_lock(namespace: str, name: str) -> asyncio.Lock:
 
 async def apply_children(kube: KubeClient, pipeline: Pipeline) -> None:
     for manifest in build_children(pipeline):
-        await kube.apply(manifest)
+        APPLIED.record(manifest, await kube.apply(manifest))
     metrics.CHILDREN_APPLIED.inc()
 
 

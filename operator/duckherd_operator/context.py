@@ -1,7 +1,7 @@
-"""What the operator keeps in Kopf's memo: its API client and the namespaces it serves.
+"""What the operator keeps in Kopf's memo: its API client (and the resync task).
 
 Kopf hands the same memo to every handler (activities included), so there is no module state:
-`duckherd operator` puts the namespaces in at start, the login handler the client.
+the login handler puts the client in, the cleanup handler takes it out.
 """
 
 from __future__ import annotations
@@ -15,13 +15,8 @@ from duckherd_operator.client import KubeClient, from_connection, from_service_a
 log = logging.getLogger("duckherd.operator")
 
 
-def new_memo(namespaces: list[str]) -> kopf.Memo:
-    """The namespaces the operator serves; empty means the whole cluster."""
-    return kopf.Memo(namespaces=list(namespaces), kube=None)
-
-
-def namespaces(memo: kopf.Memo) -> list[str]:
-    return list(memo.get("namespaces") or [])
+def new_memo() -> kopf.Memo:
+    return kopf.Memo(kube=None)
 
 
 def kube(memo: kopf.Memo) -> KubeClient:

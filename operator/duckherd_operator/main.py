@@ -20,5 +20,5 @@ def run(*, namespaces: list[str], liveness: str, metrics_port: int) -> None:
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=liveness,
-        memo=new_memo(namespaces),
+        memo=new_memo(),
     )

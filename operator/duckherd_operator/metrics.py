@@ -14,3 +14,11 @@ STATUS_PATCHES = Counter(
     "duckherd_status_patches_total", "Status patches written (only on change)."
 )
 SYNC_ERRORS = Counter("duckherd_sync_errors_total", "Reconciliations that raised.")
+RESYNC_ROUNDS = Counter(
+    "duckherd_resync_rounds_total", "Rounds of the periodic resync over the watch caches."
+)
+RESYNC_RECONCILED = Counter(
+    "duckherd_resync_reconciled_total",
+    "Pipelines the resync reconciled because their caches called for a write.",
+    ["reason"],
+)

@@ -244,7 +244,7 @@ def _configmap() -> dict[str, Any]:
 async def test_logging_in_again_with_a_kubeconfig_replaces_and_closes_the_client(
     api: tuple[FakeApi, str],
 ) -> None:
-    memo = context.new_memo([])
+    memo = context.new_memo()
     await context.connect(
         memo, kopf.ConnectionInfo(server=api[1], token="old"), service_account=False
     )

@@ -7,14 +7,9 @@ from typing import Any
 import kopf
 
 from duckherd.contract import LABEL_PIPELINE
-from duckherd_operator.builders import MANAGER
 from duckherd_operator.context import kube
+from duckherd_operator.handlers.caches import MANAGED
 from duckherd_operator.reconcile import sync
-
-MANAGED: dict[str, Any] = {
-    "app.kubernetes.io/managed-by": MANAGER,
-    LABEL_PIPELINE: kopf.PRESENT,
-}
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)

@@ -12,6 +12,7 @@ from typing import Any
 import kopf
 
 from duckherd_operator.context import connect, disconnect
+from duckherd_operator.handlers.caches import watch_only_managed
 from duckherd_operator.logs import quiet_routine_logs
 
 
@@ -32,6 +33,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     quiet_routine_logs()
     settings.watching.server_timeout = 300
+    watch_only_managed(settings)
     settings.batching.error_delays = [1, 5, 15, 30, 60]
 
 
