@@ -132,7 +132,11 @@ def dashboard_database(postgres: PostgresServer) -> str:
     connection = psycopg2.connect(postgres.dsn())
     connection.autocommit = True
     with connection.cursor() as cursor:
-        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+        # Idempotent: tests/dashboard and tests/e2e each register this session fixture, and
+        # one pytest session (make test) runs both against the same PostgreSQL server.
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
+        if cursor.fetchone() is None:
+            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
     connection.close()
     return DATABASE
 
