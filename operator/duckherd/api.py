@@ -27,9 +27,11 @@ from pydantic import (
     model_validator,
 )
 from pydantic.config import JsonDict
+from pydantic_core import PydanticCustomError
 
 from duckherd.contract import ENV_SECRET_PREFIX
 from duckherd.errors import PipelineError
+from duckherd.kpis import KPI_NAME_PATTERN, MAX_EXPRESSION_LENGTH, expression_problem
 
 GROUP = "duckherd.io"
 VERSION = "v1alpha1"
@@ -105,6 +107,10 @@ class ApiModel(BaseModel):
     """Base: camelCase field names as written in manifests, unknown fields rejected."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=False)
+
+
+def _duplicates(names: list[str]) -> list[str]:
+    return sorted({name for name in names if names.count(name) > 1})
 
 
 def _exactly_one(model: BaseModel, names: tuple[str, ...], where: str) -> None:
@@ -568,6 +574,51 @@ class Quality(ApiModel):
     checks: list[Check] = Field(default_factory=list, max_length=500, description="Expectations.")
 
 
+# --------------------------------------------------------------------------- KPIs
+
+
+class Metric(ApiModel):
+    """A business KPI: one read-only SQL aggregate over one table (see docs/kpis.md)."""
+
+    name: str = Field(
+        pattern=KPI_NAME_PATTERN,
+        max_length=63,
+        description=(
+            "KPI name, unique within the pipeline: Prometheus metric-name rules without the "
+            "colon (letters, digits and underscores, not starting with a digit), e.g. "
+            "`customer_count`. The `name` label of the `duckherd_kpi` gauge."
+        ),
+    )
+    help: str = Field(
+        min_length=1, max_length=253, description="What the KPI means, for people reading it."
+    )
+    table: str = Field(
+        pattern=r"^([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$",
+        max_length=127,
+        description="Table the KPI aggregates, `schema.table` (default schema: marts).",
+    )
+    expression: str = Field(
+        min_length=1,
+        max_length=MAX_EXPRESSION_LENGTH,
+        description=(
+            "One read-only SQL aggregate over the table in DuckDB's dialect, whose value is a "
+            "number: e.g. `count(*)`, `avg(monthly_ltv)`, `sum(monthly_ltv) FILTER (WHERE "
+            "active)`, `max(x) - min(x)`. Every column must be inside an aggregate; no `;`, "
+            "queries, subqueries, window functions, aliases, comments or functions with side "
+            "effects. All KPIs of a table are computed by one query on a read-only connection. "
+            "See docs/kpis.md."
+        ),
+    )
+
+    @field_validator("expression")
+    @classmethod
+    def _one_expression(cls, value: str) -> str:
+        problem = expression_problem(value)
+        if problem:
+            raise PydanticCustomError("kpi_expression", problem)
+        return value
+
+
 # --------------------------------------------------------------------------- publish
 
 
@@ -798,7 +849,8 @@ def validate_cron(value: str) -> str:
 class DataPipelineSpec(ApiModel):
     """A data pipeline: sources into DuckDB, dbt, checks, publishing, on a schedule."""
 
-    # Unique source names are enforced at admission by the list-map key on `sources`.
+    # Unique source and metric names are enforced at admission by the list-map keys on
+    # `sources` and `metrics`.
 
     schedule: str = Field(
         max_length=253,
@@ -822,6 +874,14 @@ class DataPipelineSpec(ApiModel):
         default_factory=list, max_length=64, description="Marts to publish after checks pass."
     )
     freshness: Freshness | None = Field(default=None, description="Freshness thresholds.")
+    metrics: list[Metric] = Field(
+        default_factory=list,
+        max_length=32,
+        description=(
+            "Business KPIs: SQL aggregates over tables, computed by the check stage after "
+            "every run, in status.kpis and the duckherd_kpi gauge (docs/kpis.md)."
+        ),
+    )
     storage: Storage = Field(default_factory=Storage, description="The warehouse volume.")
     pod: PodOverrides = Field(default_factory=PodOverrides, description="Stage pod overrides.")
     backoffLimit: int = Field(default=1, ge=0, le=10, description="Retries of a failed stage Job.")
@@ -852,11 +912,11 @@ class DataPipelineSpec(ApiModel):
         return value
 
     @model_validator(mode="after")
-    def _unique_source_names(self) -> DataPipelineSpec:
-        names = [source.name for source in self.sources]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"sources: duplicate names {', '.join(duplicates)}")
+    def _unique_names(self) -> DataPipelineSpec:
+        for field, items in (("sources", self.sources), ("metrics", self.metrics)):
+            duplicates = _duplicates([item.name for item in items])
+            if duplicates:
+                raise ValueError(f"{field}: duplicate names {', '.join(duplicates)}")
         return self
 
     def stages(self) -> list[Stage]:
@@ -864,7 +924,7 @@ class DataPipelineSpec(ApiModel):
         stages: list[Stage] = ["ingest"]
         if self.transform is not None:
             stages.append("transform")
-        if self.quality is not None and self.quality.checks:
+        if (self.quality is not None and self.quality.checks) or self.metrics:
             stages.append("check")
         if self.publish:
             stages.append("publish")
@@ -961,6 +1021,25 @@ class PublishedStatus(ApiModel):
     publishedAt: str | None = Field(default=None, description="When.")
 
 
+class KpiStatus(ApiModel):
+    """The latest value of one business KPI (`spec.metrics[]`)."""
+
+    name: str = Field(description="KPI name (spec.metrics[].name).")
+    table: str = Field(description="Table it aggregates, `schema.table`.")
+    value: float | None = Field(
+        default=None,
+        description=(
+            "The value; null when the aggregate is NULL (e.g. avg over no rows) or it could "
+            "not be computed (see message)."
+        ),
+    )
+    runId: str | None = Field(default=None, description="Run whose check stage computed it.")
+    computedAt: str | None = Field(default=None, description="When it was computed (RFC 3339).")
+    message: str | None = Field(
+        default=None, description="Why the value is null, or the error that stopped it."
+    )
+
+
 class DataPipelineStatus(ApiModel):
     """What the operator observed. The contract is docs/status.md: `Ready`, `Stalled` and
     `Reconciling` tell deployment health (what kstatus, Flux and Argo CD read); `DataReady`,
@@ -1011,6 +1090,13 @@ class DataPipelineStatus(ApiModel):
     freshness: FreshnessStatus | None = Field(default=None, description="Freshness.")
     quality: QualityStatus | None = Field(default=None, description="Quality summary.")
     published: list[PublishedStatus] = Field(default_factory=list, description="Publish results.")
+    kpis: list[KpiStatus] = Field(
+        default_factory=list,
+        description=(
+            "Business KPIs (spec.metrics) as the latest check stage computed them; the "
+            "source of the duckherd_kpi gauge."
+        ),
+    )
 
 
 class ObjectMeta(BaseModel):

@@ -29,6 +29,8 @@ CHART_CRD_FILE = REPO_ROOT / "charts" / "duckherd" / "files" / "crd.yaml"
 _DROPPED_KEYS = {"title", "default", "$defs", "examples"}
 _LIST_MAP_KEYS = {
     "sources": ["name"],
+    "metrics": ["name"],
+    "kpis": ["name"],
     "conditions": ["type"],
 }
 

@@ -17,6 +17,7 @@ from duckherd.api import (
     DataPipelineSpec,
     DataPipelineStatus,
     FreshnessStatus,
+    KpiStatus,
     PublishedStatus,
     QualityStatus,
     RunStatus,
@@ -302,6 +303,33 @@ def _published(run: RunObservation, previous: Sequence[PublishedStatus]) -> list
     return list(previous)
 
 
+NULL_KPI_MESSAGE = "the aggregate is NULL (no rows, or only NULL values)"
+
+
+def _kpis(
+    spec: DataPipelineSpec, run: RunObservation | None, previous: Sequence[KpiStatus]
+) -> list[KpiStatus]:
+    """The KPIs the run's check stage computed (with the error of one it could not), else
+    the previous ones; only the KPIs the spec still declares."""
+    declared = {metric.name for metric in spec.metrics}
+    kpis = list(previous)
+    for observation in run.stages if run is not None else ():
+        summary = observation.summary
+        if observation.stage == "check" and summary is not None and summary.kpis:
+            kpis = [
+                KpiStatus(
+                    name=k.name,
+                    table=k.table,
+                    value=k.value,
+                    runId=run.run_id if run is not None else None,
+                    computedAt=summary.finishedAt,
+                    message=k.error or (None if k.value is not None else NULL_KPI_MESSAGE),
+                )
+                for k in summary.kpis
+            ]
+    return [k for k in kpis if k.name in declared]
+
+
 @dataclass(frozen=True)
 class Problem:
     """Why the operator cannot act on the current generation (deployment health).
@@ -420,6 +448,7 @@ def _data_health(
         )
     else:
         last_loaded = status.freshness.lastLoadedAt if status.freshness else None
+    status.kpis = _kpis(spec, run, status.kpis)
 
     state = freshness_state(spec, last_loaded, now)
     status.freshness = FreshnessStatus(state=state, lastLoadedAt=last_loaded)

@@ -52,6 +52,17 @@ class PublishedTarget(BaseModel):
     rows: int
 
 
+class KpiResult(BaseModel):
+    """One business KPI (`spec.metrics[]`) as the check stage computed it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    table: str = Field(description="`schema.table`.")
+    value: float | None = Field(default=None, description="None: NULL, or see error.")
+    error: str | None = Field(default=None, description="Why it could not be computed.")
+
+
 class StageSummary(BaseModel):
     """What one stage did. `ok` is the single truth about success."""
 
@@ -67,6 +78,7 @@ class StageSummary(BaseModel):
     tables: dict[str, TableSummary] = Field(default_factory=dict)
     models: dict[str, str] = Field(default_factory=dict, description="dbt model -> status")
     checks: ChecksSummary | None = None
+    kpis: list[KpiResult] = Field(default_factory=list, description="check: business KPIs")
     published: list[PublishedTarget] = Field(default_factory=list)
     blocked: bool = Field(default=False, description="publish held back by failed checks")
     error: str | None = None
@@ -77,6 +89,11 @@ def _dump(summary: StageSummary) -> bytes:
     data = summary.model_dump(mode="json", exclude_defaults=True)
     data["stage"], data["ok"] = summary.stage, summary.ok
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _shorten_kpi_errors(summary: StageSummary) -> None:
+    for kpi in summary.kpis:
+        kpi.error = kpi.error[:100] if kpi.error else kpi.error
 
 
 def encode(summary: StageSummary, limit: int = MAX_BYTES) -> bytes:
@@ -97,6 +114,8 @@ def encode(summary: StageSummary, limit: int = MAX_BYTES) -> bytes:
         lambda s: setattr(s, "published", []),
         lambda s: setattr(s, "tables", dict(sorted(s.tables.items())[:20])),
         lambda s: setattr(s, "tables", {}),
+        _shorten_kpi_errors,
+        lambda s: setattr(s, "kpis", []),
     ]
     for shed in shedders:
         shed(slim)

@@ -12,10 +12,24 @@ def describe_validation_errors(errors: Iterable[Mapping[str, Any]], under: str =
     Takes `ValidationError.errors()` of pydantic 2 and of pydantic 1 (which Great Expectations
     still raises; its `__root__` location is dropped). `under` names what was validated
     (`spec`, `kwargs`): it prefixes every location, and stands alone for a model-wide error.
+    List positions read as Kubernetes writes field paths: `spec.metrics[1].expression`.
     """
     parts = []
     for error in errors:
-        location = ".".join(str(part) for part in error.get("loc", ()) if part != "__root__")
-        where = ".".join(part for part in (under, location) if part)
+        location = _location(error.get("loc", ()))
+        separator = "" if location.startswith("[") else "."
+        where = separator.join(part for part in (under, location) if part)
         parts.append(f"{where}: {error['msg']}" if where else str(error["msg"]))
     return "; ".join(parts)
+
+
+def _location(parts: Iterable[object]) -> str:
+    text = ""
+    for part in parts:
+        if part == "__root__":
+            continue
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text

@@ -34,7 +34,7 @@ def test_each_error_names_its_field_under_the_given_prefix() -> None:
     error = _errors({"inner": {"port": "s3cret-not-a-port"}, "items": [1, "x"]})
     text = describe_validation_errors(error.errors(), "spec")
     assert text.startswith("spec.inner.port: Input should be a valid integer")
-    assert "; spec.items.1: Input should be a valid integer" in text
+    assert "; spec.items[1]: Input should be a valid integer" in text
     assert "s3cret" not in text
     assert "\n" not in text
 
@@ -56,4 +56,4 @@ def test_a_real_spec_error_names_the_spec_field() -> None:
     with pytest.raises(ValidationError) as caught:
         DataPipelineSpec.model_validate({"sources": [{"name": "Bad Name"}]})
     text = describe_validation_errors(caught.value.errors(), "spec")
-    assert text.startswith("spec.schedule: Field required; spec.sources.0.name: String should ")
+    assert text.startswith("spec.schedule: Field required; spec.sources[0].name: String should ")
