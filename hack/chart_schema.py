@@ -102,6 +102,38 @@ class ServiceMonitor(Values):
     labels: dict[str, str] = Field(default_factory=dict, description="Its extra labels.")
 
 
+class PrometheusRule(Values):
+    enabled: bool = Field(
+        default=False, description="Create a Prometheus Operator PrometheusRule with the alerts."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Its extra labels (e.g. your Prometheus' ruleSelector)."
+    )
+    alertLabels: dict[str, str] = Field(
+        default_factory=dict, description="Labels added to every alert (e.g. a team to route by)."
+    )
+    runbookUrl: str = Field(
+        default="https://github.com/duckherd/duckherd/blob/main/docs/runbooks.md",
+        pattern=r"^https?://\S+$",
+        description="docs/runbooks.md as your on-call people open it; alerts link its sections.",
+    )
+    operatorJob: str = Field(
+        default="",
+        description=(
+            "The `job` label Prometheus gives the operator's metrics (default: the metrics "
+            "Service's name, which a ServiceMonitor uses)."
+        ),
+    )
+    warehouseUsagePercent: int = Field(
+        default=80, ge=1, le=99, description="Warehouse volume usage (%) that raises an alert."
+    )
+    missedRunGraceMinutes: int = Field(
+        default=60,
+        ge=1,
+        description="Minutes a scheduled run may take before a missing success raises an alert.",
+    )
+
+
 class Metrics(Values):
     enabled: bool = Field(default=True, description="Serve Prometheus metrics.")
     port: int = Field(default=9090, ge=1, le=65535, description="Metrics port.")
@@ -110,6 +142,9 @@ class Metrics(Values):
     )
     serviceMonitor: ServiceMonitor = Field(
         default_factory=ServiceMonitor, description="A ServiceMonitor for the metrics Service."
+    )
+    prometheusRule: PrometheusRule = Field(
+        default_factory=PrometheusRule, description="Alert rules (docs/monitoring.md)."
     )
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Duckherd's tests and local runs need on a fresh Debian machine. Idempotent.
 #   - Debian packages: PostgreSQL and Redis servers (the tests start their own instances),
-#     Chromium and chromedriver (the dashboard's browser test)
+#     Chromium and chromedriver (the dashboard's browser test), Prometheus and promtool (the
+#     alert rules' unit tests and the Grafana dashboard's queries)
 #   - a virtualenv in .venv with the project (editable) and its pinned dependencies
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,8 @@ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 # The dashboard's browser test drives Debian's Chromium with its matching driver (no download).
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+# promtool checks and unit-tests the chart's alert rules; the dashboard test runs a Prometheus.
+{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "hack/setup.sh: please install: ${need_apt[*]} (needs root)" >&2
@@ -23,6 +26,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   # The packages start system-wide services; the tests run their own instances.
   (service redis-server stop || true) >/dev/null 2>&1
   (service postgresql stop || true) >/dev/null 2>&1
+  (service prometheus stop || true) >/dev/null 2>&1
 fi
 
 PY=${PYTHON:-python3}

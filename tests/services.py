@@ -1,8 +1,10 @@
-"""Real PostgreSQL and Redis servers for the tests, started from the Debian binaries.
+"""Real PostgreSQL, Redis and Prometheus servers for the tests, from the Debian binaries.
 
 Each server runs in a temporary directory on a free port, listening on all interfaces so
 that pods of the local cluster can reach it through the bridge gateway. PostgreSQL refuses
 to run as root, so under root it runs as the `postgres` system user.
+
+Prometheus listens on loopback only (it scrapes; nothing in the cluster calls it).
 
 Given a `data_root`, a server keeps its data there instead, across restarts: `make demo` and
 `make dashboard` share one pair that way (`shared_servers`), each joining the servers the
@@ -20,9 +22,13 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
 
 PG_PASSWORD = "duckherd-test-password"  # a test-only credential, never a real secret
 REDIS_PASSWORD = "duckherd-test-redis"  # likewise
@@ -255,3 +261,116 @@ def _is_running(pid: int, program: str) -> bool:
         return program in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return False
+
+
+@dataclass(frozen=True)
+class PrometheusServer:
+    """A running Prometheus and its HTTP API (https://prometheus.io/docs/prometheus/latest/querying/api/)."""
+
+    url: str
+
+    def api(self, path: str, **params: str) -> Any:
+        response = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=30)
+        body = response.json()
+        if body.get("status") != "success":
+            raise RuntimeError(f"Prometheus {path} {params}: {body.get('error', body)}")
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """An instant query at the server's now: the vector's samples (empty: no data)."""
+        data = self.api("query", query=expr)
+        result: list[dict[str, Any]] = data["result"] if data["resultType"] == "vector" else []
+        return result
+
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
+        """A range query, as a dashboard's time series asks it: the series of the matrix."""
+        data = self.api(
+            "query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step=f"{step:g}"
+        )
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+    def active_targets(self) -> list[dict[str, Any]]:
+        targets: list[dict[str, Any]] = self.api("targets", state="active")["activeTargets"]
+        return targets
+
+    def wait_for_scrapes(self, job: str, scrapes: int = 2, timeout: float = 120.0) -> None:
+        """Waits until every target of `job` is up and has been scraped `scrapes` times (so a
+        counter has two points for rate()); raises with the targets' last errors otherwise."""
+        deadline = time.monotonic() + timeout
+        expr = f'count_over_time(up{{job="{job}"}}[1h])'
+        while True:
+            targets = [t for t in self.active_targets() if t["labels"].get("job") == job]
+            counts = [int(float(sample["value"][1])) for sample in self.query(expr)]
+            healthy = targets and all(t["health"] == "up" for t in targets)
+            if healthy and counts and min(counts) >= scrapes:
+                return
+            if time.monotonic() > deadline:
+                errors = [(t["scrapeUrl"], t["health"], t["lastError"]) for t in targets]
+                raise TimeoutError(f"job {job} not scraped {scrapes} times in {timeout}s: {errors}")
+            time.sleep(0.5)
+
+
+def _prometheus_binary() -> str:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise FileNotFoundError("prometheus not found: run hack/setup.sh (Debian `prometheus`)")
+    return binary
+
+
+@contextlib.contextmanager
+def prometheus_server(
+    scrape_configs: list[dict[str, Any]],
+    rule_files: Sequence[Path] = (),
+    scrape_interval: str = "1s",
+) -> Iterator[PrometheusServer]:
+    """Prometheus on a free loopback port, its TSDB in a temp dir, scraping `scrape_configs`
+    (and evaluating `rule_files`) every `scrape_interval`."""
+    binary = _prometheus_binary()
+    base = Path(tempfile.mkdtemp(prefix="duckherd-prometheus-"))
+    config = {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "rule_files": [str(path) for path in rule_files],
+        "scrape_configs": scrape_configs,
+    }
+    (base / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    port = free_port()
+    log = (base / "prometheus.log").open("wb")
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={base / 'prometheus.yml'}",
+            f"--storage.tsdb.path={base / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-lifecycle",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        server = PrometheusServer(f"http://127.0.0.1:{port}")
+        _wait_until_ready(server, process, base / "prometheus.log")
+        yield server
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        log.close()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _wait_until_ready(
+    server: PrometheusServer, process: subprocess.Popen[bytes], log: Path
+) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"prometheus exited {process.returncode}:\n{log.read_text()[-3000:]}"
+            )
+        try:
+            if httpx.get(f"{server.url}/-/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"prometheus not ready after 60s:\n{log.read_text()[-3000:]}")

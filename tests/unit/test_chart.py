@@ -7,10 +7,8 @@ hack/cluster); without one they are reported as skipped, never as passed.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,10 +20,14 @@ import yaml
 
 from duckherd.contract import ENV_IMAGE, ENV_IMAGE_PULL_POLICY
 from duckherd.crd import build_crd
+from tests.chart import CHART, KUBE_FLAGS, KUBE_VERSION, need_helm
+from tests.chart import cluster_helm as _cluster_helm
+from tests.chart import one as _one
+from tests.chart import render as _render
+from tests.chart import run_helm as _run_helm
 from tests.tools import missing_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CHART = REPO_ROOT / "charts" / "duckherd"
 
 
 def _load_chart_schema() -> ModuleType:
@@ -140,43 +142,9 @@ def test_chart_crd_uses_openapi_v3_0_exclusive_bounds() -> None:
 # --------------------------------------------------------------------------- helm
 
 
-def _cluster_k8s_version() -> str:
-    versions = (REPO_ROOT / "hack/cluster/versions.sh").read_text()
-    found = re.search(r"^K8S_VERSION=(\S+)", versions, re.MULTILINE)
-    assert found, "hack/cluster/versions.sh names no K8S_VERSION"
-    return found.group(1)
-
-
-# Offline rendering and linting target the Kubernetes version the e2e cluster runs, whichever
-# helm runs them: the default is the one a helm binary was built with (hack/cluster's helm
-# defaults to the cluster's version, a `go install`ed helm to v1.20).
-KUBE_VERSION = _cluster_k8s_version()
-KUBE_FLAGS = ("--kube-version", KUBE_VERSION)
-
-
-def _cluster_helm() -> Path:
-    """Where hack/cluster/build.sh puts helm."""
-    cache = Path(os.environ.get("DUCKHERD_CLUSTER_CACHE", "/var/cache/duckherd-cluster"))
-    return cache / KUBE_VERSION / "bin" / "helm"
-
-
-def _find_helm() -> str | None:
-    explicit = os.environ.get("HELM")
-    if explicit:
-        return explicit
-    on_path = shutil.which("helm")
-    if on_path:
-        return on_path
-    candidate = _cluster_helm()
-    return str(candidate) if candidate.is_file() else None
-
-
 @pytest.fixture(scope="module")
 def helm() -> str:
-    found = _find_helm()
-    if found is None:
-        missing_tool("no helm binary (PATH, $HELM or hack/cluster's build cache)")
-    return found
+    return need_helm()
 
 
 def test_the_cluster_helm_assumes_the_cluster_kubernetes_version(tmp_path: Path) -> None:
@@ -196,28 +164,6 @@ def test_the_cluster_helm_assumes_the_cluster_kubernetes_version(tmp_path: Path)
     assert result.returncode == 0, result.stderr
     major, minor = KUBE_VERSION.removeprefix("v").split(".")[:2]
     assert yaml.safe_load(result.stdout)["data"]["kubeVersion"] == f"v{major}.{minor}.0"
-
-
-def _run_helm(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([helm, *args], capture_output=True, text=True, check=False, timeout=120)
-
-
-def _render(helm: str, *flags: str) -> list[dict[str, Any]]:
-    result = _run_helm(
-        helm, "template", "demo", str(CHART), "--namespace=duckherd", *KUBE_FLAGS, *flags
-    )
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
-def _one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
-    found = [
-        doc
-        for doc in docs
-        if doc["kind"] == kind and (name is None or doc["metadata"]["name"] == name)
-    ]
-    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
-    return found[0]
 
 
 def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -385,7 +331,7 @@ def test_service_monitor_selects_the_metrics_service(helm: str) -> None:
     selector = monitor["spec"]["selector"]["matchLabels"]
     assert selector.items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"] == [
-        {"port": "metrics", "path": "/metrics", "interval": "30s"}
+        {"port": "metrics", "path": "/metrics", "interval": "30s", "honorLabels": True}
     ]
     assert monitor["metadata"]["labels"]["release"] == "prom"
 
