@@ -148,6 +148,30 @@ class Metrics(Values):
     )
 
 
+class Webhook(Values):
+    secretName: str = Field(
+        default="",
+        pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$",
+        max_length=253,
+        description=(
+            "Secret (release namespace) holding the webhook URL; empty: notifications off. "
+            "The operator may `get` this Secret only."
+        ),
+    )
+    key: str = Field(
+        default="url", pattern=r"^[-._a-zA-Z0-9]+$", description="Key of the Secret: the URL."
+    )
+    format: Literal["slack", "json"] = Field(
+        default="slack", description="Payload: slack (text and blocks) or json (a plain body)."
+    )
+
+
+class Notifications(Values):
+    webhook: Webhook = Field(
+        default_factory=Webhook, description="A webhook told of each transition and recovery."
+    )
+
+
 class LivenessProbe(Values):
     enabled: bool = Field(default=True, description="Probe Kopf's /healthz endpoint.")
     port: int = Field(default=8080, ge=1, le=65535, description="Port of the endpoint.")
@@ -224,6 +248,9 @@ class ChartValues(Values):
     )
     rbac: Rbac = Field(default_factory=Rbac, description="RBAC objects.")
     metrics: Metrics = Field(default_factory=Metrics, description="Prometheus metrics.")
+    notifications: Notifications = Field(
+        default_factory=Notifications, description="Notifications of bad data and recoveries."
+    )
     livenessProbe: LivenessProbe = Field(
         default_factory=LivenessProbe, description="The operator's liveness probe."
     )
@@ -310,7 +337,8 @@ README_HEAD = """\
 
 Installs the Duckherd operator: the `DataPipeline` CRD (kept on uninstall), the operator
 Deployment (one replica, Pod Security "restricted"), least-privilege RBAC (cluster-wide, or
-per namespace with `watchNamespaces`; never any access to Secrets) and a metrics Service.
+per namespace with `watchNamespaces`; no access to Secrets but, with notifications, `get` on
+the one holding the webhook URL) and a metrics Service.
 Stage pods (ingest, transform, check, publish) run the same image with their namespace's
 `default` ServiceAccount and no API token.
 

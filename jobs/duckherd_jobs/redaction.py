@@ -1,12 +1,8 @@
 """Keeping secrets out of what a stage says: its summary, its errors and its logs.
 
-Two layers, applied together by `redact`:
-- the secrets the stage holds (the Secret values mapped into its pod), each with the password
-  inside it (a URL's or a libpq `password=`): client libraries echo parts of a malformed URL or
-  DSN in their errors, so hiding only the whole value is not enough;
-- credentials by their shape, whoever's they are: the password of a `scheme://user:password@`
-  URL and the value of `password=`, wherever they turn up (a value in the data, a dbt error, a
-  URL in the spec).
+The rules (`redact`, `describe_error`: the secrets the stage holds, with the passwords inside
+them, and credential shapes whoever's they are) live in the neutral `duckherd.redaction`, which
+the operator uses too; this module applies them to a stage.
 
 `run_stage` applies both to the stage's summary and, while the stage runs, to every log record
 (`redacted_logs`); the stage code redacts its own error messages as well, where it knows them.
@@ -15,51 +11,26 @@ Two layers, applied together by `redact`:
 from __future__ import annotations
 
 import logging
-import re
 import traceback
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from duckherd.api import DataPipeline, Stage, iter_secret_refs
+from duckherd.redaction import REDACTED, describe_error, redact, secret_fragments
 from duckherd.summary import StageSummary
 
-REDACTED = "***"
-# libpq key=value (and URL query) `password=value`; a quoted value may hold spaces.
-_PASSWORD_SETTING = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&;,'\"]+)", re.IGNORECASE)
-# The password of `scheme://user:password@host`.
-_URL_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*://[^\s:/?#@]*:)([^\s/?#@]+)(@)", re.IGNORECASE)
-
-
-def secret_fragments(secret: str) -> list[str]:
-    """The secret and the password inside it (URL or libpq key=value), longest first."""
-    fragments = {secret}
-    try:
-        password = urlsplit(secret).password
-    except ValueError:
-        password = None
-    if password:
-        fragments.update({password, unquote(password)})
-    for match in _PASSWORD_SETTING.finditer(secret):
-        value = match.group(2)
-        fragments.update({value, value.strip("'")})
-    return sorted((fragment for fragment in fragments if fragment), key=len, reverse=True)
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` without the secrets (and their passwords) and without credential-shaped parts."""
-    for secret in secrets:
-        for fragment in secret_fragments(secret):
-            text = text.replace(fragment, REDACTED)
-    text = _URL_PASSWORD.sub(rf"\g<1>{REDACTED}\g<3>", text)
-    return _PASSWORD_SETTING.sub(rf"\g<1>{REDACTED}", text)
-
-
-def describe_error(error: BaseException, secrets: Iterable[str]) -> str:
-    """`Type: message` on one line, redacted."""
-    message = " ".join(str(error).split()) or "no details"
-    return redact(f"{type(error).__name__}: {message}", secrets)
+__all__ = [
+    "REDACTED",
+    "describe_error",
+    "redact",
+    "redact_summary",
+    "redacted_logs",
+    "secret_fragments",
+    "stage_secrets",
+    "url_without_credentials",
+]
 
 
 def stage_secrets(pipeline: DataPipeline, stage: Stage, env: Mapping[str, str]) -> list[str]:

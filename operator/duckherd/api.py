@@ -1040,6 +1040,33 @@ class KpiStatus(ApiModel):
     )
 
 
+class NotificationStatus(ApiModel):
+    """The last webhook notification about this pipeline (docs/notifications.md). Kept in
+    status so that a restarted operator does not send a transition again; written by the
+    operator's notifier alone."""
+
+    state: Literal["Failing", "Recovered"] = Field(
+        description=(
+            "Failing: DataReady turned False for a fault (reason); Recovered: it turned True "
+            "again after a Failing notification."
+        )
+    )
+    reason: str = Field(
+        description=(
+            "The DataReady reason notified: RunFailed, ChecksFailed, PublishBlocked, "
+            "PublishFailed or Stale; RunSucceeded on recovery."
+        )
+    )
+    runId: str | None = Field(default=None, description="The run the notification is about.")
+    time: str = Field(description="When the transition was notified (RFC 3339).")
+    delivered: bool = Field(
+        description="Whether the receiver accepted it (False: every attempt failed)."
+    )
+    message: str | None = Field(
+        default=None, description="Why the delivery failed (never the webhook URL)."
+    )
+
+
 class DataPipelineStatus(ApiModel):
     """What the operator observed. The contract is docs/status.md: `Ready`, `Stalled` and
     `Reconciling` tell deployment health (what kstatus, Flux and Argo CD read); `DataReady`,
@@ -1095,6 +1122,12 @@ class DataPipelineStatus(ApiModel):
         description=(
             "Business KPIs (spec.metrics) as the latest check stage computed them; the "
             "source of the duckherd_kpi gauge."
+        ),
+    )
+    notification: NotificationStatus | None = Field(
+        default=None,
+        description=(
+            "The last webhook notification (only with notifications configured in the chart)."
         ),
     )
 

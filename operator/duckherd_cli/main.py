@@ -72,11 +72,34 @@ def run_operator(
         str, typer.Option(help="Liveness endpoint served by Kopf.")
     ] = "http://0.0.0.0:8080/healthz",
     metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port (0 disables).")] = 9090,
+    notify_secret: Annotated[
+        str | None,
+        typer.Option(
+            help="NAMESPACE/NAME of the Secret holding the webhook URL for notifications "
+            "(docs/notifications.md); unset: no notifications."
+        ),
+    ] = None,
+    notify_secret_key: Annotated[str, typer.Option(help="The key of that Secret.")] = "url",
+    notify_format: Annotated[
+        str, typer.Option(help="Payload: slack (text and blocks) or json (a plain body).")
+    ] = "slack",
 ) -> None:
     """Run the Kopf operator."""
     from duckherd_operator.main import run
+    from duckherd_operator.webhook import WebhookConfig
 
-    run(namespaces=namespace or [], liveness=liveness, metrics_port=metrics_port)
+    webhook = None
+    if notify_secret:
+        try:
+            webhook = WebhookConfig.parse(notify_secret, notify_secret_key, notify_format)
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from None
+    run(
+        namespaces=namespace or [],
+        liveness=liveness,
+        metrics_port=metrics_port,
+        webhook=webhook,
+    )
 
 
 @app.command()

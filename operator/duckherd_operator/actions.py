@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -30,12 +31,17 @@ from duckherd_operator.report import Notice, event_manifest
 
 log = logging.getLogger("duckherd.operator")
 
-_locks: dict[tuple[str, str], asyncio.Lock] = {}
+# Per event loop: an asyncio.Lock belongs to the loop it was first waited on in, and a process
+# may run the operator more than once (tests restart it in a new loop).
+_locks: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, str], asyncio.Lock]
+] = weakref.WeakKeyDictionary()
 
 
 def pipeline_lock(namespace: str, name: str) -> asyncio.Lock:
     """One reconciler at a time per pipeline (Job events, the resync and run-now race)."""
-    return _locks.setdefault((namespace, name), asyncio.Lock())
+    locks = _locks.setdefault(asyncio.get_running_loop(), {})
+    return locks.setdefault((namespace, name), asyncio.Lock())
 
 
 async def apply_children(kube: KubeClient, pipeline: Pipeline) -> None:

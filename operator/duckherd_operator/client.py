@@ -16,7 +16,6 @@ import asyncio
 import base64
 import logging
 import os
-import random
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ from kubernetes_asyncio.config import ConfigException
 from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
 
 from duckherd import __version__
+from duckherd_operator.backoff import retry_delay
 
 FIELD_MANAGER = "duckherd-operator"
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -50,6 +50,7 @@ _RESOURCES = {
     ("v1", "PersistentVolumeClaim"): ("/api/v1", "persistentvolumeclaims"),
     ("v1", "Pod"): ("/api/v1", "pods"),
     ("v1", "Event"): ("/api/v1", "events"),
+    ("v1", "Secret"): ("/api/v1", "secrets"),  # the webhook URL's, by name only (webhook.py)
     ("batch/v1", "CronJob"): ("/apis/batch/v1", "cronjobs"),
     ("batch/v1", "Job"): ("/apis/batch/v1", "jobs"),
     ("duckherd.io/v1alpha1", "DataPipeline"): ("/apis/duckherd.io/v1alpha1", "datapipelines"),
@@ -72,12 +73,11 @@ def object_path(api_version: str, kind: str, namespace: str, name: str) -> str:
 
 
 def _retry_delay(attempt: int, error: ApiException | None) -> float:
-    """The server's Retry-After when it sends one, else exponential backoff with jitter."""
     headers: Mapping[str, str] = (error.headers if error is not None else None) or {}
-    retry_after = str(headers.get("Retry-After", ""))
-    if retry_after.isdigit():
-        return min(float(retry_after), MAX_RETRY_DELAY_SECONDS)
-    return min(0.2 * 2.0**attempt, MAX_RETRY_DELAY_SECONDS) * random.uniform(0.5, 1.0)
+    retry_after = headers.get("Retry-After")
+    return retry_delay(
+        attempt, str(retry_after) if retry_after else None, base=0.2, cap=MAX_RETRY_DELAY_SECONDS
+    )
 
 
 class KubeClient:

@@ -1,4 +1,5 @@
-"""What the operator keeps in Kopf's memo: its API client (and the resync task).
+"""What the operator keeps in Kopf's memo: its API client, the webhook configuration (and the
+resync and notifier tasks).
 
 Kopf hands the same memo to every handler (activities included), so there is no module state:
 the login handler puts the client in, the cleanup handler takes it out.
@@ -7,6 +8,7 @@ the login handler puts the client in, the cleanup handler takes it out.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import kopf
 
@@ -15,8 +17,9 @@ from duckherd_operator.client import KubeClient, from_connection, from_service_a
 log = logging.getLogger("duckherd.operator")
 
 
-def new_memo() -> kopf.Memo:
-    return kopf.Memo(kube=None)
+def new_memo(webhook: Any = None) -> kopf.Memo:
+    """`webhook`: a webhook.WebhookConfig, or None when notifications are off."""
+    return kopf.Memo(kube=None, webhook=webhook)
 
 
 def kube(memo: kopf.Memo) -> KubeClient:

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import prometheus_client
 
+from duckherd_operator.webhook import WebhookConfig
 
-def run(*, namespaces: list[str], liveness: str, metrics_port: int) -> None:
+
+def run(
+    *,
+    namespaces: list[str],
+    liveness: str,
+    metrics_port: int,
+    webhook: WebhookConfig | None = None,
+) -> None:
     import kopf
 
     import duckherd_operator.handlers  # noqa: F401  (registers the handlers)
@@ -20,5 +28,5 @@ def run(*, namespaces: list[str], liveness: str, metrics_port: int) -> None:
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=liveness,
-        memo=new_memo(),
+        memo=new_memo(webhook),
     )

@@ -22,3 +22,8 @@ RESYNC_RECONCILED = Counter(
     "Pipelines the resync reconciled because their caches called for a write.",
     ["reason"],
 )
+NOTIFICATIONS = Counter(
+    "duckherd_notifications_total",
+    "Webhook notifications of a pipeline's transitions, by result (sent, failed).",
+    ["result"],
+)

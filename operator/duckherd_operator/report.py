@@ -25,12 +25,18 @@ class Notice:
     message: str
 
 
+# Written by the notifier alone (webhook.py): a reconcile pass that read an older copy must not
+# put it back, so its patches leave the key out (a merge patch keeps what it does not name).
+NOTIFIER_OWNED = "notification"
+
+
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """A JSON merge patch from the stored status to the new one (dropped keys become null)."""
     patch: dict[str, Any] = dict(new)
     for key in old:
         if key not in new:
             patch[key] = None
+    patch.pop(NOTIFIER_OWNED, None)
     return patch
 
 

@@ -42,6 +42,7 @@ RESOURCES: dict[str, tuple[str, bool]] = {
     "v1/configmaps": ("ConfigMap", True),
     "v1/persistentvolumeclaims": ("PersistentVolumeClaim", True),
     "v1/events": ("Event", True),
+    "v1/secrets": ("Secret", True),
     # Kopf observes these at start-up (namespaces, and CRDs for resources that appear later).
     "v1/namespaces": ("Namespace", False),
     "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False),
@@ -64,15 +65,17 @@ def put(server: kmock.KubernetesEmulator, obj: dict[str, Any]) -> None:
     server.objects[_PLURALS[obj["kind"]], meta.get("namespace"), meta["name"]] = obj
 
 
-def pipeline_body() -> dict[str, Any]:
-    body = manifest()
+def pipeline_body(spec_body: dict[str, Any] | None = None) -> dict[str, Any]:
+    body = manifest(spec_body)
     body["metadata"].update(namespace=NAMESPACE, uid="pipeline-uid", generation=1)
     return body
 
 
-def put_pipeline_with_children(server: kmock.KubernetesEmulator) -> dict[str, Any]:
+def put_pipeline_with_children(
+    server: kmock.KubernetesEmulator, spec_body: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The pipeline and the children the operator would have applied (uids as the API sets)."""
-    body = pipeline_body()
+    body = pipeline_body(spec_body)
     put(server, body)
     pipeline = parse_pipeline(body).pipeline
     assert pipeline is not None
@@ -82,7 +85,9 @@ def put_pipeline_with_children(server: kmock.KubernetesEmulator) -> dict[str, An
     return body
 
 
-def stage_job(name: str, stage: str, *, run_id: str | None, complete: bool) -> dict[str, Any]:
+def stage_job(
+    name: str, stage: str, *, run_id: str | None, complete: bool, failed: bool = False
+) -> dict[str, Any]:
     labels = {
         "app.kubernetes.io/managed-by": MANAGER,
         "duckherd.io/pipeline": PIPELINE,
@@ -91,7 +96,9 @@ def stage_job(name: str, stage: str, *, run_id: str | None, complete: bool) -> d
     if run_id:
         labels["duckherd.io/run-id"] = run_id
     status: dict[str, Any] = {"startTime": "2026-11-26T06:00:00Z"}
-    if complete:
+    if failed:
+        status["conditions"] = [{"type": "Failed", "status": "True"}]
+    elif complete:
         status["conditions"] = [{"type": "Complete", "status": "True"}]
         status["completionTime"] = "2026-11-26T06:01:00Z"
     else:
@@ -109,9 +116,10 @@ def stage_job(name: str, stage: str, *, run_id: str | None, complete: bool) -> d
     }
 
 
-def finished_pod(job_name: str, stage: str) -> dict[str, Any]:
-    """The Pod of a finished stage Job, its summary in the termination message."""
-    summary = StageSummary(stage=stage, ok=True)
+def finished_pod(job_name: str, stage: str, *, error: str | None = None) -> dict[str, Any]:
+    """The Pod of a finished stage Job, its summary in the termination message (a failed one
+    with `error`)."""
+    summary = StageSummary(stage=stage, ok=error is None, error=error)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -125,13 +133,13 @@ def finished_pod(job_name: str, stage: str) -> dict[str, Any]:
             },
         },
         "status": {
-            "phase": "Succeeded",
+            "phase": "Succeeded" if error is None else "Failed",
             "containerStatuses": [
                 {
                     "name": "stage",
                     "state": {
                         "terminated": {
-                            "exitCode": 0,
+                            "exitCode": 0 if error is None else 1,
                             "finishedAt": "2026-11-26T06:01:00Z",
                             "message": summary.model_dump_json(),
                         }
@@ -214,8 +222,10 @@ async def running_operator(
     monkeypatch: pytest.MonkeyPatch,
     *,
     liveness_port: int | None = None,
+    memo: kopf.Memo | None = None,
 ) -> AsyncIterator[None]:
-    """`duckherd operator` (cluster-wide) in this event loop, logged in through a kubeconfig."""
+    """`duckherd operator` (cluster-wide) in this event loop, logged in through a kubeconfig;
+    `memo` as `duckherd operator` makes it (context.new_memo) for its options."""
     declare_resources(server)
     url = str(server.url).rstrip("/")
     monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "kubeconfig", url)))
@@ -229,6 +239,7 @@ async def running_operator(
             stop_flag=stop,
             ready_flag=ready,
             liveness_endpoint=liveness,
+            memo=memo,
         )
     )
     try:

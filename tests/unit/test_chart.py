@@ -293,13 +293,55 @@ def test_namespaced_rbac_grants_only_the_watched_namespaces(helm: str) -> None:
     assert "--namespace=team-b" in args
 
 
+def _secret_rules(docs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(role, rule) of every rule that grants anything on Secrets (or on everything)."""
+    return [
+        (doc, rule)
+        for doc in docs
+        if doc["kind"] in {"ClusterRole", "Role"}
+        for rule in doc["rules"]
+        if {"secrets", "*"} & set(rule["resources"])
+    ]
+
+
 def test_no_rule_mentions_secrets(helm: str) -> None:
     for flags in ((), ("--set", "watchNamespaces={team-a}")):
-        for doc in _render(helm, *flags):
-            if doc["kind"] in {"ClusterRole", "Role"}:
-                resources = {r for rule in doc["rules"] for r in rule["resources"]}
-                assert "secrets" not in resources
-                assert "*" not in resources
+        assert _secret_rules(_render(helm, *flags)) == []
+
+
+@pytest.mark.parametrize("flags", [(), ("--set", "watchNamespaces={team-a}")])
+def test_notifications_get_the_one_webhook_secret_by_name_only(
+    helm: str, flags: tuple[str, ...]
+) -> None:
+    docs = _render(helm, "--set", "notifications.webhook.secretName=team-webhook", *flags)
+    ((role, rule),) = _secret_rules(docs)
+    assert role["kind"] == "Role" and role["metadata"]["namespace"] == "duckherd"
+    assert rule == {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "resourceNames": ["team-webhook"],
+        "verbs": ["get"],
+    }
+    binding = _one(docs, "RoleBinding", role["metadata"]["name"])
+    assert binding["metadata"]["namespace"] == "duckherd"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "demo-duckherd", "namespace": "duckherd"}
+    ]
+    args = _container(docs)["args"]
+    assert "--notify-secret=duckherd/team-webhook" in args
+    assert "--notify-secret-key=url" in args
+    assert "--notify-format=slack" in args
+
+
+def test_notifications_are_off_by_default(helm: str) -> None:
+    docs = _render(helm)
+    assert not [arg for arg in _container(docs)["args"] if arg.startswith("--notify")]
+    assert not [doc for doc in docs if doc["kind"] in {"Role", "RoleBinding"}]
 
 
 def test_metrics_service_and_port_follow_the_values(helm: str) -> None:
@@ -352,6 +394,8 @@ def test_every_resource_carries_the_standard_labels(helm: str) -> None:
         (("--set", "metrics.port=70000"), "port"),
         (("--set", "watchNamespaces={Team_A}"), "watchNamespaces"),
         (("--set", "serviceAccount.create=false"), "serviceAccount.name is required"),
+        (("--set", "notifications.webhook.format=xml"), "format"),
+        (("--set", "notifications.webhook.secretName=Not_A_Name"), "secretName"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_key(

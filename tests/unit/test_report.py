@@ -89,3 +89,12 @@ def test_event_names_the_pipeline_and_bounds_the_message() -> None:
     assert event["metadata"]["namespace"] == "ns"
     assert len(event["message"]) == MAX_EVENT_MESSAGE
     assert (event["type"], event["reason"], event["lastTimestamp"]) == ("Warning", "StageFailed", T)
+
+
+def test_status_patch_never_writes_the_notifiers_record() -> None:
+    """status.notification belongs to the notifier: a pass that read an older copy (or none)
+    must neither write it back nor clear it."""
+    record = {"state": "Failing", "reason": "RunFailed", "time": "t", "delivered": True}
+    old = {"notification": record, "tables": []}
+    assert status_patch(old, {"notification": record, "tables": [1]}) == {"tables": [1]}
+    assert status_patch(old, {"tables": [1]}) == {"tables": [1]}

@@ -1,5 +1,5 @@
 """Kopf handlers, by concern. Importing this package registers them."""
 
-from duckherd_operator.handlers import caches, jobs, pipelines, resync, startup
+from duckherd_operator.handlers import caches, jobs, notify, pipelines, resync, startup
 
-__all__ = ["caches", "jobs", "pipelines", "resync", "startup"]
+__all__ = ["caches", "jobs", "notify", "pipelines", "resync", "startup"]
