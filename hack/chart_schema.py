@@ -134,6 +134,26 @@ class PrometheusRule(Values):
     )
 
 
+class GrafanaDashboard(Values):
+    enabled: bool = Field(
+        default=False,
+        description="Ship the Grafana dashboard in a ConfigMap for Grafana's sidecar.",
+    )
+    namespace: str = Field(
+        default="",
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
+        max_length=63,
+        description="Namespace of the ConfigMap (default: the release namespace).",
+    )
+    labels: dict[str, str] = Field(
+        default_factory=lambda: {"grafana_dashboard": "1"},
+        description="Labels of the ConfigMap; the sidecar picks up the one it is told to.",
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict, description="Annotations of the ConfigMap (e.g. a sidecar folder)."
+    )
+
+
 class Metrics(Values):
     enabled: bool = Field(default=True, description="Serve Prometheus metrics.")
     port: int = Field(default=9090, ge=1, le=65535, description="Metrics port.")
@@ -145,6 +165,9 @@ class Metrics(Values):
     )
     prometheusRule: PrometheusRule = Field(
         default_factory=PrometheusRule, description="Alert rules (docs/monitoring.md)."
+    )
+    grafanaDashboard: GrafanaDashboard = Field(
+        default_factory=GrafanaDashboard, description="The Grafana dashboard."
     )
 
 

@@ -276,9 +276,11 @@ class PrometheusServer:
             raise RuntimeError(f"Prometheus {path} {params}: {body.get('error', body)}")
         return body["data"]
 
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        """An instant query at the server's now: the vector's samples (empty: no data)."""
-        data = self.api("query", query=expr)
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        """An instant query (at the server's now, or `at`): the vector's samples (empty: no
+        data)."""
+        params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
+        data = self.api("query", **params)
         result: list[dict[str, Any]] = data["result"] if data["resultType"] == "vector" else []
         return result
 
