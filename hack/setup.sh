@@ -2,7 +2,7 @@
 # Installs what Duckherd's tests and local runs need on a fresh Debian machine. Idempotent.
 #   - Debian packages: PostgreSQL and Redis servers (the tests start their own instances),
 #     Chromium and chromedriver (the dashboard's browser test), Prometheus and promtool (the
-#     alert rules' unit tests and the Grafana dashboard's queries)
+#     alert rules' unit tests, the Grafana dashboard's queries, the lint of /metrics)
 #   - a virtualenv in .venv with the project (editable) and its pinned dependencies
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -30,6 +30,7 @@ from duckherd.validation import describe_validation_errors
 from duckherd_jobs.context import StageContext, new_run_id, utc_now
 from duckherd_jobs.lineage import Lineage
 from duckherd_jobs.redaction import redact_summary, redacted_logs, stage_secrets
+from duckherd_jobs.usage import UsageMeter, measure_warehouse
 from duckherd_jobs.warehouse import connect, record_run
 
 log = logging.getLogger("duckherd.jobs")
@@ -102,6 +103,7 @@ def run_stage(stage: Stage, ctx: StageContext, lineage: Lineage | None = None) -
     lineage = lineage or Lineage.from_environment()
     started = utc_now()
     clock = time.monotonic()
+    meter = UsageMeter()
     secrets = stage_secrets(ctx.pipeline, stage, ctx.env)
     with redacted_logs(secrets):
         lineage_run = lineage.start(stage, ctx)
@@ -119,6 +121,8 @@ def run_stage(stage: Stage, ctx: StageContext, lineage: Lineage | None = None) -
     summary.startedAt = summary.startedAt or rfc3339(started)
     summary.finishedAt = rfc3339(utc_now())
     summary.durationSeconds = round(time.monotonic() - clock, 3)
+    summary.resources = meter.resources()
+    summary.warehouse = measure_warehouse(ctx.warehouse)
     try:
         with connect(ctx.warehouse, timeout_seconds=ctx.lock_timeout_seconds) as connection:
             record_run(connection, summary)

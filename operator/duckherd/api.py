@@ -959,6 +959,12 @@ class StageResult(ApiModel):
     completionTime: str | None = Field(default=None, description="When the Job finished.")
     durationSeconds: float | None = Field(default=None, description="Seconds the stage took.")
     rows: int | None = Field(default=None, description="Rows the stage loaded / built / published.")
+    peakMemoryBytes: int | None = Field(
+        default=None, description="Peak resident memory of the stage's process, in bytes."
+    )
+    cpuSeconds: float | None = Field(
+        default=None, description="CPU time (user + system) the stage used, in seconds."
+    )
     message: str | None = Field(default=None, description="Error or summary message.")
 
 
@@ -1067,6 +1073,15 @@ class NotificationStatus(ApiModel):
     )
 
 
+class WarehouseStatus(ApiModel):
+    """The warehouse file and its volume, as the latest stage measured them."""
+
+    sizeBytes: int = Field(description="The DuckDB file and its write-ahead log, in bytes.")
+    capacityBytes: int = Field(description="Capacity of the volume holding it, in bytes.")
+    availableBytes: int = Field(description="Bytes still available on that volume.")
+    measuredAt: str | None = Field(default=None, description="When (RFC 3339).")
+
+
 class DataPipelineStatus(ApiModel):
     """What the operator observed. The contract is docs/status.md: `Ready`, `Stalled` and
     `Reconciling` tell deployment health (what kstatus, Flux and Argo CD read); `DataReady`,
@@ -1129,6 +1144,10 @@ class DataPipelineStatus(ApiModel):
         description=(
             "The last webhook notification (only with notifications configured in the chart)."
         ),
+    )
+    warehouse: WarehouseStatus | None = Field(
+        default=None,
+        description="The warehouse's size and its volume's capacity and free space.",
     )
 
 

@@ -24,6 +24,7 @@ from duckherd.api import (
     Stage,
     StageResult,
     TableStatus,
+    WarehouseStatus,
     parse_duration,
 )
 from duckherd.contract import MARTS_SCHEMA, RAW_SCHEMA
@@ -147,6 +148,7 @@ def _stage_result(observation: StageObservation) -> StageResult:
         checks = summary.checks
         message = f"{checks.passed} passed, {checks.failed} failed, {checks.warned} warned"
     duration = summary.durationSeconds if summary is not None else None
+    resources = summary.resources if summary is not None else None
     return StageResult(
         stage=observation.stage,
         job=observation.job,
@@ -155,6 +157,8 @@ def _stage_result(observation: StageObservation) -> StageResult:
         completionTime=observation.completion_time,
         durationSeconds=duration,
         rows=_stage_rows(summary),
+        peakMemoryBytes=resources.peakMemoryBytes if resources else None,
+        cpuSeconds=resources.cpuSeconds if resources else None,
         message=(message[:1000] if message else None),
     )
 
@@ -284,6 +288,24 @@ def _quality(run: RunObservation, previous: QualityStatus | None) -> QualityStat
                 ][:20],
             )
     return previous
+
+
+def _warehouse(run: RunObservation, previous: WarehouseStatus | None) -> WarehouseStatus | None:
+    """The warehouse as the run's latest stage that measured it saw it."""
+    measured = [
+        (o.summary.finishedAt or "", o.summary.warehouse)
+        for o in run.stages
+        if o.summary is not None and o.summary.warehouse is not None
+    ]
+    if not measured:
+        return previous
+    finished_at, usage = max(measured, key=lambda pair: pair[0])
+    return WarehouseStatus(
+        sizeBytes=usage.sizeBytes,
+        capacityBytes=usage.capacityBytes,
+        availableBytes=usage.availableBytes,
+        measuredAt=finished_at or None,
+    )
 
 
 def _published(run: RunObservation, previous: Sequence[PublishedStatus]) -> list[PublishedStatus]:
@@ -443,6 +465,7 @@ def _data_health(
         status.totalRows = final_rows(spec, status.tables)
         status.quality = _quality(run, status.quality)
         status.published = _published(run, status.published)
+        status.warehouse = _warehouse(run, status.warehouse)
         last_loaded = _last_loaded_at(
             run, status.freshness.lastLoadedAt if status.freshness else None
         )

@@ -63,6 +63,27 @@ class KpiResult(BaseModel):
     error: str | None = Field(default=None, description="Why it could not be computed.")
 
 
+class StageResources(BaseModel):
+    """What the stage's process used, measured by the stage itself (`getrusage`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    peakMemoryBytes: int = Field(
+        ge=0, description="Peak resident memory of the process and the children it waited for."
+    )
+    cpuSeconds: float = Field(ge=0, description="User and system CPU time the stage used.")
+
+
+class WarehouseUsage(BaseModel):
+    """The warehouse file and its volume after the stage, measured by the stage (`statvfs`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    sizeBytes: int = Field(ge=0, description="The DuckDB file and its write-ahead log.")
+    capacityBytes: int = Field(ge=0, description="Capacity of the filesystem holding it.")
+    availableBytes: int = Field(ge=0, description="Bytes still available to the stage there.")
+
+
 class StageSummary(BaseModel):
     """What one stage did. `ok` is the single truth about success."""
 
@@ -82,6 +103,8 @@ class StageSummary(BaseModel):
     published: list[PublishedTarget] = Field(default_factory=list)
     blocked: bool = Field(default=False, description="publish held back by failed checks")
     error: str | None = None
+    resources: StageResources | None = None
+    warehouse: WarehouseUsage | None = None
     truncated: bool = False
 
 

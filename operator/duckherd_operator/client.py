@@ -31,6 +31,7 @@ from kubernetes_asyncio.config import ConfigException
 from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
 
 from duckherd import __version__
+from duckherd_operator import metrics
 from duckherd_operator.backoff import retry_delay
 
 FIELD_MANAGER = "duckherd-operator"
@@ -109,8 +110,9 @@ class KubeClient:
             error: ApiException | None = None
             self._in_flight += 1
             self._idle.clear()
+            code: int | None = None
             try:
-                return await self._api.call_api(
+                data, code, _ = await self._api.call_api(
                     path,
                     method,
                     query_params=list((query or {}).items()),
@@ -118,10 +120,12 @@ class KubeClient:
                     body=body,
                     auth_settings=["BearerToken"],
                     response_types_map=_AS_JSON,
-                    _return_http_data_only=True,
+                    _return_http_data_only=False,
                     _request_timeout=REQUEST_TIMEOUT_SECONDS,
                 )
+                return data
             except ApiException as exc:
+                code = exc.status
                 if exc.status not in RETRY_STATUSES or attempt == MAX_ATTEMPTS:
                     raise
                 error = exc
@@ -129,6 +133,7 @@ class KubeClient:
                 if attempt == MAX_ATTEMPTS:
                     raise
             finally:
+                metrics.count_request(method, self._api.configuration.host or "", code)
                 self._in_flight -= 1
                 if self._in_flight == 0:
                     self._idle.set()

@@ -16,6 +16,7 @@ from typing import Any
 
 from duckherd.api import API_VERSION, KIND
 from duckherd.contract import LABEL_PIPELINE
+from duckherd_operator import metrics
 from duckherd_operator.acceptance import Acted, apply_generation
 from duckherd_operator.actions import (
     end_superseded_jobs,
@@ -32,17 +33,23 @@ from duckherd_operator.validation import parse_pipeline
 
 async def reconcile_body(kube: KubeClient, body: dict[str, Any]) -> None:
     """Children follow the spec, then chain and status follow the children."""
-    parsed = parse_pipeline(body)
-    acted = None
-    if parsed.pipeline is not None:
-        acted = await apply_generation(kube, parsed.pipeline)
-    await sync(kube, body["metadata"]["namespace"], body["metadata"]["name"], acted)
-    if acted is not None and acted.error is not None:
-        raise acted.error  # transient: status says Reconciling, the caller retries
+    with metrics.reconcile_pass():
+        parsed = parse_pipeline(body)
+        acted = None
+        if parsed.pipeline is not None:
+            acted = await apply_generation(kube, parsed.pipeline)
+        await _sync(kube, body["metadata"]["namespace"], body["metadata"]["name"], acted)
+        if acted is not None and acted.error is not None:
+            raise acted.error  # transient: status says Reconciling, the caller retries
 
 
-async def sync(kube: KubeClient, namespace: str, name: str, acted: Acted | None = None) -> None:
+async def sync(kube: KubeClient, namespace: str, name: str) -> None:
     """Chain the newest run and bring status up to date. Safe to call at any time."""
+    with metrics.reconcile_pass():
+        await _sync(kube, namespace, name, None)
+
+
+async def _sync(kube: KubeClient, namespace: str, name: str, acted: Acted | None) -> None:
     async with pipeline_lock(namespace, name):
         body = await kube.get(object_path(API_VERSION, KIND, namespace, name))
         if body is None:
@@ -63,4 +70,5 @@ async def _sync_locked(kube: KubeClient, body: dict[str, Any], acted: Acted | No
     if assessment.status_changed:
         new_dump = assessment.status.model_dump(mode="json", exclude_none=True)
         await patch_status(kube, namespace, name, status_patch(body.get("status") or {}, new_dump))
+        metrics.HISTORY.record((namespace, name), assessment.previous, assessment.status)
         await post_events(kube, body, transition_notices(assessment.previous, assessment.status))

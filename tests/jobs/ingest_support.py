@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import sys
 import threading
 import time
 from collections import defaultdict, deque
@@ -199,6 +200,15 @@ def http_source(name: str, url: str, **fields: Any) -> dict[str, Any]:
     }
     http.update(fields.pop("http", {}))
     return {"name": name, "http": http, **fields}
+
+
+def pod_command(spec: Path, warehouse: Path, termination_log: Path, run_id: str) -> list[str]:
+    """`duckherd job ingest` as a stage pod runs it (this venv's command)."""
+    duckherd = str(Path(sys.executable).parent / "duckherd")
+    return [
+        *(duckherd, "job", "ingest", "--spec", str(spec), "--warehouse", str(warehouse)),
+        *("--termination-log", str(termination_log), "--run-id", run_id),
+    ]
 
 
 def ingest(

@@ -4,7 +4,6 @@ pages keep every column, and two ingest processes on one warehouse serialize."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from tests.jobs.ingest_support import (
     http_source,
     ingest,
     pipeline,
+    pod_command,
     query,
     snapshot,
 )
@@ -118,7 +118,6 @@ def test_merge_reruns_of_the_demo_source_produce_no_duplicates(tmp_path: Path) -
 
 def test_two_ingest_processes_at_once_serialize_without_corruption(tmp_path: Path) -> None:
     warehouse = tmp_path / "warehouse.duckdb"
-    duckherd = str(Path(sys.executable).parent / "duckherd")
     with DemoSource(3000, as_of=datetime(2026, 3, 1, 6, tzinfo=UTC)) as url:
         manifest = pipeline(
             http_source(
@@ -135,19 +134,7 @@ def test_two_ingest_processes_at_once_serialize_without_corruption(tmp_path: Pat
         spec.write_text(yaml.safe_dump(manifest.model_dump(mode="json", exclude_none=True)))
         processes = [
             subprocess.Popen(
-                [
-                    duckherd,
-                    "job",
-                    "ingest",
-                    "--spec",
-                    str(spec),
-                    "--warehouse",
-                    str(warehouse),
-                    "--termination-log",
-                    str(tmp_path / f"termination-{n}"),
-                    "--run-id",
-                    f"run-{n}",
-                ],
+                pod_command(spec, warehouse, tmp_path / f"termination-{n}", f"run-{n}"),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
             )

@@ -21,6 +21,7 @@ from aiohttp import web
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config import incluster_config
 from multidict import CIMultiDict, CIMultiDictProxy
+from prometheus_client import REGISTRY
 
 from duckherd_operator import client as client_module
 from duckherd_operator import context
@@ -107,8 +108,21 @@ async def test_throttling_and_server_errors_are_retried(
         json_reply({"kind": "Status"}, status=503),
         json_reply({"metadata": {"name": "shop"}}),
     ]
+    host = api[1].removeprefix("http://")
+
+    def requests(code: str) -> float:
+        labels = {"code": code, "method": "GET", "host": host}
+        return REGISTRY.get_sample_value("rest_client_requests_total", labels) or 0.0
+
+    before = {code: requests(code) for code in ("429", "503", "200")}
     assert await kube.get(path) == {"metadata": {"name": "shop"}}
     assert len(fake.seen) == 3
+    # Every attempt is counted under client-go's metric, by code, method and host.
+    assert {code: requests(code) - before[code] for code in before} == {
+        "429": 1.0,
+        "503": 1.0,
+        "200": 1.0,
+    }
 
 
 def test_retry_after_is_honoured_within_a_bound() -> None:

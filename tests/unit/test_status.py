@@ -14,7 +14,14 @@ from duckherd.status import (
     get_condition,
     set_condition,
 )
-from duckherd.summary import CheckResult, ChecksSummary, StageSummary, TableSummary
+from duckherd.summary import (
+    CheckResult,
+    ChecksSummary,
+    StageResources,
+    StageSummary,
+    TableSummary,
+    WarehouseUsage,
+)
 from tests.unit.manifests import spec
 
 NOW = datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
@@ -339,3 +346,39 @@ def test_conditions_follow_metav1_condition() -> None:
         "ChecksPassed",
         "Suspended",
     }
+
+
+def test_stage_resources_and_the_warehouse_reach_status() -> None:
+    def measured(stage: Stage, finished: str, size: int) -> StageObservation:
+        summary = StageSummary(
+            stage=stage,
+            ok=True,
+            finishedAt=finished,
+            resources=StageResources(peakMemoryBytes=200_000_000, cpuSeconds=1.5),
+            warehouse=WarehouseUsage(
+                sizeBytes=size, capacityBytes=1_000_000_000, availableBytes=900_000_000
+            ),
+        )
+        return StageObservation(stage=stage, job=stage, state="Succeeded", summary=summary)
+
+    status = status_of(
+        measured("transform", "2026-11-26T07:05:00Z", 5_000),
+        measured("ingest", "2026-11-26T07:00:00Z", 3_000),
+    )
+    assert status.lastRun is not None
+    transform = next(s for s in status.lastRun.stages if s.stage == "transform")
+    assert (transform.peakMemoryBytes, transform.cpuSeconds) == (200_000_000, 1.5)
+    # The warehouse as the latest stage saw it, whatever the order of the observations.
+    assert status.warehouse is not None
+    assert status.warehouse.sizeBytes == 5_000
+    assert status.warehouse.measuredAt == "2026-11-26T07:05:00Z"
+    assert status.warehouse.availableBytes == 900_000_000
+    # A run whose stages measured nothing keeps what status held.
+    later = compute_status(
+        spec=SPEC,
+        generation=3,
+        previous=status,
+        run=RunObservation(run_id="r2", trigger="Schedule", stages=(ingest(),)),
+        now=NOW,
+    )
+    assert later.warehouse == status.warehouse

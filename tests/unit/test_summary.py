@@ -10,9 +10,11 @@ from duckherd.summary import (
     MAX_BYTES,
     CheckResult,
     ChecksSummary,
+    StageResources,
     StageSummary,
     SummaryError,
     TableSummary,
+    WarehouseUsage,
     decode,
     encode,
 )
@@ -65,3 +67,22 @@ def test_garbled_messages_are_named(message: str, expected: str) -> None:
 def test_the_last_json_line_of_logs_is_the_summary() -> None:
     logs = "INFO loading\nINFO done\n" + json.dumps({"stage": "ingest", "ok": True, "runId": "r"})
     assert decode(logs).runId == "r"
+
+
+def test_resources_and_warehouse_travel_and_are_never_shed() -> None:
+    summary = StageSummary(
+        stage="check",
+        ok=True,
+        checks=ChecksSummary(
+            passed=400,
+            results=[
+                CheckResult(name=f"c{i}" * 20, severity="warn", success=True) for i in range(400)
+            ],
+        ),
+        resources=StageResources(peakMemoryBytes=123_456_789, cpuSeconds=2.25),
+        warehouse=WarehouseUsage(sizeBytes=1, capacityBytes=3, availableBytes=2),
+    )
+    decoded = decode(encode(summary))
+    assert decoded.truncated is True
+    assert decoded.resources == summary.resources
+    assert decoded.warehouse == summary.warehouse
