@@ -244,6 +244,13 @@ class DemoSource(Values):
     customers: int = Field(default=10_000, ge=1, le=10_000_000, description="Customers served.")
 
 
+class StagePods(Values):
+    resources: Resources = Field(
+        default_factory=Resources,
+        description="Default resources of stage containers (spec.pod.resources replaces them).",
+    )
+
+
 class ChartValues(Values):
     """Everything `values.yaml` may set."""
 
@@ -282,6 +289,9 @@ class ChartValues(Values):
     )
     resources: Resources = Field(
         default_factory=Resources, description="The operator container's resources."
+    )
+    stagePods: StagePods = Field(
+        default_factory=StagePods, description="Defaults for the stage pods the operator creates."
     )
     extraArgs: list[str] = Field(
         default_factory=list, description="Extra arguments for `duckherd operator`."

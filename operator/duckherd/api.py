@@ -819,7 +819,14 @@ class PodOverrides(ApiModel):
     imagePullPolicy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
         default=None, description="Image pull policy (default: IfNotPresent)."
     )
-    resources: Resources | None = Field(default=None, description="Requests and limits.")
+    resources: Resources | None = Field(
+        default=None,
+        description=(
+            "Requests and limits of the stage containers. Replaces the operator's default as "
+            "a whole (chart value stagePods.resources; built in: requests cpu 250m, memory "
+            "512Mi, limit memory 2Gi)."
+        ),
+    )
     nodeSelector: dict[str, str] = Field(default_factory=dict, description="Node selector.")
     tolerations: list[dict[str, Any]] = Field(
         default_factory=list, max_length=32, description="Kubernetes tolerations."
@@ -952,8 +959,14 @@ class StageResult(ApiModel):
 
     stage: Stage = Field(description="ingest, transform, check or publish.")
     job: str | None = Field(default=None, description="Name of the stage Job.")
-    result: Literal["Pending", "Running", "Succeeded", "Failed", "Blocked", "Skipped"] = Field(
-        description="Where the stage is."
+    result: Literal[
+        "Pending", "Waiting", "Running", "Succeeded", "Failed", "Blocked", "Skipped"
+    ] = Field(
+        description=(
+            "Where the stage is: Pending (not started yet), Waiting (its Job exists but its pod "
+            "waits for a node, e.g. not enough CPU or memory free; the message says why), "
+            "Running, Succeeded, Failed, Blocked (publish held back by failed checks), Skipped."
+        )
     )
     startTime: str | None = Field(default=None, description="When the Job started.")
     completionTime: str | None = Field(default=None, description="When the Job finished.")

@@ -63,6 +63,9 @@ ENV_INGEST_MEMORY_LIMIT: Final = "DUCKHERD_INGEST_MEMORY_LIMIT"
 ENV_IMAGE: Final = "DUCKHERD_IMAGE"
 """The image stage pods run (default `duckherd:<version>`)."""
 ENV_IMAGE_PULL_POLICY: Final = "DUCKHERD_IMAGE_PULL_POLICY"
+ENV_STAGE_RESOURCES: Final = "DUCKHERD_STAGE_RESOURCES"
+"""Stage pods' default compute resources, as JSON `{"requests": {...}, "limits": {...}}`
+(chart value `stagePods.resources`); `spec.pod.resources` replaces them per pipeline."""
 
 # --- Labels and annotations on the objects the operator creates ----------------------------
 LABEL_PIPELINE: Final = "duckherd.io/pipeline"

@@ -106,7 +106,7 @@ class StageObservation:
 
     stage: Stage
     job: str | None
-    state: str  # Pending | Running | Succeeded | Failed
+    state: str  # Pending | Waiting | Running | Succeeded | Failed
     start_time: str | None = None
     completion_time: str | None = None
     summary: StageSummary | None = None
@@ -524,7 +524,7 @@ def _publish_condition(
     last_run: RunStatus | None, condition: Callable[[str, str, str, str], None]
 ) -> None:
     stage = next((s for s in last_run.stages if s.stage == "publish"), None) if last_run else None
-    if stage is None or stage.result in ("Pending", "Running"):
+    if stage is None or stage.result in ("Pending", "Waiting", "Running"):
         if last_run is None:
             condition(PUBLISHED, "Unknown", "NotPublished", "nothing published yet")
         return

@@ -86,7 +86,13 @@ def run_operator(
 ) -> None:
     """Run the Kopf operator."""
     from duckherd_operator.main import run
+    from duckherd_operator.validation import stage_resources
     from duckherd_operator.webhook import WebhookConfig
+
+    try:
+        stage_resources()  # the chart's stagePods.resources, refused here rather than per pod
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
 
     webhook = None
     if notify_secret:

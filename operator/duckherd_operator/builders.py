@@ -6,8 +6,9 @@ server-side apply, so running them twice changes nothing.
 
 from __future__ import annotations
 
+import copy
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -43,6 +44,17 @@ MANAGER = "duckherd"
 # A CronJob must have a valid schedule even when only the operator (or a user) starts it.
 UNSCHEDULED = "0 0 31 2 *"
 
+# Stage pods' compute resources unless the chart (`stagePods.resources`) or the pipeline
+# (`spec.pod.resources`) says otherwise. A stage pod peaks at 150-350 MiB (the check stage,
+# which imports Great Expectations, the most) and is CPU-bound for seconds to minutes: the
+# requests let the scheduler keep the excess of many simultaneous runs Pending instead of
+# overcommitting the node, and the memory limit keeps one runaway stage from taking the node
+# (DuckDB sizes its own memory_limit from it). No CPU limit: a stage may use idle cores.
+DEFAULT_STAGE_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "250m", "memory": "512Mi"},
+    "limits": {"memory": "2Gi"},
+}
+
 
 @dataclass(frozen=True)
 class Pipeline:
@@ -55,6 +67,10 @@ class Pipeline:
     spec: DataPipelineSpec
     image: str
     image_pull_policy: str = "IfNotPresent"
+    # Resources of stage pods without spec.pod.resources (the chart's stagePods.resources).
+    default_resources: dict[str, dict[str, str]] = field(
+        default_factory=lambda: copy.deepcopy(DEFAULT_STAGE_RESOURCES)
+    )
 
 
 def labels(pipeline: Pipeline, stage: str | None = None) -> dict[str, str]:
@@ -206,8 +222,10 @@ def build_pod_spec(pipeline: Pipeline, stage: Stage) -> dict[str, Any]:
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    if pod.resources is not None:
+    if pod.resources is not None:  # replaces the defaults as a whole
         container["resources"] = pod.resources.model_dump(mode="json", exclude_defaults=True)
+    elif pipeline.default_resources:
+        container["resources"] = copy.deepcopy(pipeline.default_resources)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,

@@ -18,13 +18,25 @@ from duckherd.status import Problem, RunObservation, StageObservation, rfc3339
 from duckherd.summary import StageSummary, SummaryError, decode
 from duckherd_operator.chain import JobView, Run
 
-_OPEN = ("Pending", "Running")
+_OPEN = ("Pending", "Waiting", "Running")
+
+
+# (schedule, time zone) → (from when, the next fire time after it), as last computed. The
+# same fire time is the next one for any clock between the two, so a fleet's resync rounds do
+# not run croniter for every pipeline.
+_next_fire: dict[tuple[str, str | None], tuple[datetime, datetime]] = {}
 
 
 def next_schedule_time(spec: DataPipelineSpec, now: datetime) -> str:
-    zone = ZoneInfo(spec.timeZone) if spec.timeZone else UTC
-    following = croniter(spec.schedule, now.astimezone(zone)).get_next(datetime)
-    return rfc3339(following)
+    key = (spec.schedule, spec.timeZone)
+    kept = _next_fire.get(key)
+    if kept is None or not kept[0] <= now < kept[1]:
+        if len(_next_fire) > 10_000:
+            _next_fire.clear()
+        zone = ZoneInfo(spec.timeZone) if spec.timeZone else UTC
+        kept = (now, croniter(spec.schedule, now.astimezone(zone)).get_next(datetime))
+        _next_fire[key] = kept
+    return rfc3339(kept[1])
 
 
 def pods_by_job(pods: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -56,6 +68,20 @@ def waiting_problem(pod: dict[str, Any]) -> Problem | None:
             return Problem(cause, f"pod {pod['metadata']['name']}: {message}")
         if reason in ("ErrImagePull", "ImagePullBackOff", "InvalidImageName"):
             return Problem("ImagePullFailed", f"pod {pod['metadata']['name']}: {reason}")
+    return None
+
+
+def unschedulable(pod: dict[str, Any]) -> str | None:
+    """The scheduler's reason when a pod waits for a node (not enough CPU or memory free,
+    no node matching its selector, ...), else None."""
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if (
+            condition.get("type") == "PodScheduled"
+            and condition.get("status") == "False"
+            and condition.get("reason") == "Unschedulable"
+        ):
+            why = condition.get("message") or "no node can run it yet"
+            return f"waiting for a node: pod {pod['metadata']['name']}: {why}"
     return None
 
 
@@ -102,6 +128,9 @@ def observe_run(
     for job in run.jobs:
         summary, problem = (None, None)
         state = job.state
+        waiting = [why for pod in pods.get(job.name, []) if (why := unschedulable(pod))]
+        if job.active and waiting:
+            state, problem = "Waiting", waiting[-1]
         if not job.active:
             summary, problem = _summary_from_pods(job, pods.get(job.name, []))
             kept = earlier.get(job.name)

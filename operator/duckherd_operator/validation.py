@@ -1,22 +1,44 @@
 """Validation at the door: a DataPipeline object in, a Pipeline or a Problem naming the field out.
 
-Pure: reads the object and the process environment (the stage image), calls no API.
+Pure: reads the object and the process environment (the stage image and the stage pods'
+default resources), calls no API. A fleet is parsed again and again (every Job event, every
+resync round), so the result is kept per pipeline until its spec, generation or uid changes.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
 
 from duckherd import __version__
-from duckherd.api import MAX_PIPELINE_NAME, DataPipelineSpec
-from duckherd.contract import ENV_IMAGE, ENV_IMAGE_PULL_POLICY
+from duckherd.api import MAX_PIPELINE_NAME, DataPipelineSpec, Resources
+from duckherd.contract import ENV_IMAGE, ENV_IMAGE_PULL_POLICY, ENV_STAGE_RESOURCES
 from duckherd.status import Problem
 from duckherd.validation import describe_validation_errors
-from duckherd_operator.builders import Pipeline
+from duckherd_operator.builders import DEFAULT_STAGE_RESOURCES, Pipeline
+
+
+@lru_cache(maxsize=8)
+def _resources_from(text: str) -> dict[str, dict[str, str]]:
+    try:
+        resources = Resources.model_validate_json(text)
+    except ValidationError as error:  # the JSON itself or a field
+        details = describe_validation_errors(error.errors(), "resources")
+        raise ValueError(f"{ENV_STAGE_RESOURCES}: {details}") from None
+    dumped: dict[str, dict[str, str]] = resources.model_dump(mode="json", exclude_defaults=True)
+    return dumped
+
+
+def stage_resources() -> dict[str, dict[str, str]]:
+    """The stage pods' default resources: DUCKHERD_STAGE_RESOURCES (JSON), else the built-in
+    default. Raises ValueError naming the variable when it is not valid."""
+    text = os.environ.get(ENV_STAGE_RESOURCES, "").strip()
+    return _resources_from(text) if text else DEFAULT_STAGE_RESOURCES
 
 
 def stage_image() -> tuple[str, str]:
@@ -30,8 +52,7 @@ class Parsed:
     problem: Problem | None
 
 
-def parse_pipeline(body: dict[str, Any]) -> Parsed:
-    """Validate a DataPipeline object at the door; a Problem names the field."""
+def _parse(body: dict[str, Any]) -> Parsed:
     metadata = body["metadata"]
     name = metadata["name"]
     if len(name) > MAX_PIPELINE_NAME:
@@ -58,6 +79,44 @@ def parse_pipeline(body: dict[str, Any]) -> Parsed:
             spec=spec,
             image=image,
             image_pull_policy=policy,
+            default_resources=stage_resources(),
         ),
         None,
     )
+
+
+_Key = tuple[str | None, str]
+# Per pipeline: what the last parse was of, and its result. Entries of deleted pipelines are
+# dropped by forget_parsed (the resync calls it with the pipelines it still sees).
+_parsed: dict[_Key, tuple[tuple[Any, ...], Parsed]] = {}
+
+
+def _fingerprint(body: dict[str, Any]) -> tuple[Any, ...]:
+    metadata = body["metadata"]
+    return (
+        metadata.get("uid"),
+        metadata.get("generation"),
+        json.dumps(body.get("spec") or {}, sort_keys=True),
+        stage_image(),
+        os.environ.get(ENV_STAGE_RESOURCES, ""),
+    )
+
+
+def parse_pipeline(body: dict[str, Any]) -> Parsed:
+    """Validate a DataPipeline object at the door; a Problem names the field. The same
+    object (uid, generation, spec, operator environment) is parsed once."""
+    metadata = body["metadata"]
+    key = (metadata.get("namespace"), metadata["name"])
+    fingerprint = _fingerprint(body)
+    kept = _parsed.get(key)
+    if kept is not None and kept[0] == fingerprint:
+        return kept[1]
+    parsed = _parse(body)
+    _parsed[key] = (fingerprint, parsed)
+    return parsed
+
+
+def forget_parsed(keep: set[_Key]) -> None:
+    """Drop what was kept for pipelines no longer in `keep` (deleted ones)."""
+    for key in [key for key in _parsed if key not in keep]:
+        del _parsed[key]

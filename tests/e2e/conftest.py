@@ -242,6 +242,43 @@ def _cluster_sh(pytestconfig: pytest.Config, *args: str) -> None:
         pytest.fail(f"hack/cluster/cluster.sh {' '.join(args)} failed ({proc.returncode})")
 
 
+def local_cluster_env() -> dict[str, str]:
+    """What `hack/cluster/cluster.sh env` exports: KUBECONFIG, PATH, the images, the host IP."""
+    out = subprocess.run([str(CLUSTER_SH), "env"], capture_output=True, text=True, check=True)
+    return _parse_env(out.stdout)
+
+
+def export_env(env: dict[str, str]) -> dict[str, str | None]:
+    """Puts `env` into os.environ (PATH's `$PATH` expanded); returns what it replaced."""
+    saved = {k: os.environ.get(k) for k in [*env, "PATH"]}
+    for key, value in env.items():
+        if key == "PATH":
+            os.environ["PATH"] = value.replace("$PATH", saved["PATH"] or "")
+        else:
+            os.environ[key] = value
+    return saved
+
+
+def restore_env(saved: dict[str, str | None]) -> None:
+    """Undoes export_env."""
+    for key, old in saved.items():
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
+def local_cluster(env: dict[str, str]) -> Cluster:
+    """The hack/cluster cluster, as its `env` describes it."""
+    return Cluster(
+        kubeconfig=env["KUBECONFIG"],
+        local=True,
+        image=env["DUCKHERD_TEST_IMAGE"],
+        base_image=env.get("DUCKHERD_BASE_IMAGE"),
+        host_ip=env["DUCKHERD_HOST_IP"],
+    )
+
+
 def _local_is_up() -> bool:
     proc = subprocess.run(
         [str(CLUSTER_SH), "status"], capture_output=True, text=True, timeout=60, check=False
@@ -282,29 +319,12 @@ def cluster(pytestconfig: pytest.Config) -> Iterator[Cluster]:
         pytest.skip("the local e2e cluster needs root (or set KUBECONFIG to a reachable cluster)")
     was_up = _local_is_up()
     _cluster_sh(pytestconfig, "up")
-    env = _parse_env(
-        subprocess.run([str(CLUSTER_SH), "env"], capture_output=True, text=True, check=True).stdout
-    )
-    saved = {k: os.environ.get(k) for k in [*env, "PATH"]}
-    for key, value in env.items():
-        if key == "PATH":
-            os.environ["PATH"] = value.replace("$PATH", saved["PATH"] or "")
-        else:
-            os.environ[key] = value
+    env = local_cluster_env()
+    saved = export_env(env)
     try:
-        yield Cluster(
-            kubeconfig=env["KUBECONFIG"],
-            local=True,
-            image=env["DUCKHERD_TEST_IMAGE"],
-            base_image=env.get("DUCKHERD_BASE_IMAGE"),
-            host_ip=env["DUCKHERD_HOST_IP"],
-        )
+        yield local_cluster(env)
     finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
+        restore_env(saved)
         if not was_up and not _keep_cluster():
             _cluster_sh(pytestconfig, "down")
 

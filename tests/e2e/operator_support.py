@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,14 +168,26 @@ class Operator:
     def logs(self) -> str:
         return kubectl("logs", "-n", self.namespace, self.ready_pod(), "--tail=-1")
 
-    def rss_bytes(self) -> int:
-        """Resident memory of the operator process (PID 1 of its container)."""
+    def rss_bytes(self, field: str = "VmRSS") -> int:
+        """Resident memory of the operator process (PID 1 of its container): now (`VmRSS`),
+        or its peak since it started (`VmHWM`)."""
         status = kubectl(
             "exec", "-n", self.namespace, self.ready_pod(), "--", "cat", "/proc/1/status"
         )
-        found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        found = re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE)
         assert found, status
         return int(found.group(1)) * 1024
+
+    def metric(self, name: str) -> float:
+        """A sample of the operator's own Prometheus metrics (through the API server's service
+        proxy), -1 while it cannot be read."""
+        path = (
+            f"/api/v1/namespaces/{self.namespace}/services/"
+            f"{self.fullname}-metrics:metrics/proxy/metrics"
+        )
+        text = kubectl("get", "--raw", path, check=False)
+        found = re.search(rf"^{re.escape(name)}\s+(\S+)$", text, re.MULTILINE)
+        return float(found.group(1)) if found else -1.0
 
     def scale(self, replicas: int) -> None:
         kubectl(
@@ -265,6 +277,88 @@ def installed_operator(
     finally:
         helm("uninstall", release, "--namespace", namespace, "--wait", check=False)
         delete_namespace(namespace)
+
+
+# ------------------------------------------------------------------ the operator's requests
+
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
+READ_VERBS = ("get", "list", "watch")
+
+
+def _flow_schema(name: str, operator: Operator, verbs: Sequence[str], precedence: int) -> Any:
+    account = {"name": operator.fullname, "namespace": operator.namespace}
+    return {
+        "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
+        "kind": "FlowSchema",
+        "metadata": {"name": name, "labels": {"duckherd.io/e2e": "true"}},
+        "spec": {
+            # Below the built-in exempt/probes/leader-election schemas, above the rest.
+            "matchingPrecedence": precedence,
+            "priorityLevelConfiguration": {"name": "workload-high"},
+            "distinguisherMethod": {"type": "ByUser"},
+            "rules": [
+                {
+                    "subjects": [{"kind": "ServiceAccount", "serviceAccount": account}],
+                    "resourceRules": [
+                        {
+                            "verbs": list(verbs),
+                            "apiGroups": ["*"],
+                            "resources": ["*"],
+                            "namespaces": ["*"],
+                            "clusterScope": True,
+                        }
+                    ],
+                }
+            ],
+        },
+    }
+
+
+class RequestCounter:
+    """The operator's API requests as the API server counts them.
+
+    The API server counts the requests it dispatches per FlowSchema (API Priority and
+    Fairness, `apiserver_flowcontrol_dispatched_requests_total`). One FlowSchema per group of
+    verbs, matching only the operator's ServiceAccount, turns those counters into the
+    operator's own request counts (a watch counts once, when it is opened)."""
+
+    def __init__(self, schemas: dict[str, str]) -> None:
+        self.schemas = schemas  # group → FlowSchema name
+
+    def counts(self) -> dict[str, float]:
+        """group → requests dispatched so far (one read of the API server's metrics)."""
+        text = kubectl("get", "--raw", "/metrics")
+        counts = dict.fromkeys(self.schemas, 0.0)
+        pattern = re.compile(
+            r'^apiserver_flowcontrol_dispatched_requests_total\{[^}]*flow_schema="([^"]+)"'
+            r"[^}]*\}\s+(\S+)$",
+            re.MULTILINE,
+        )
+        by_schema = {schema: group for group, schema in self.schemas.items()}
+        for schema, value in pattern.findall(text):
+            if schema in by_schema:
+                counts[by_schema[schema]] += float(value)
+        return counts
+
+
+@contextlib.contextmanager
+def counting_requests(
+    operator: Operator, groups: dict[str, Sequence[str]]
+) -> Iterator[RequestCounter]:
+    """FlowSchemas counting the operator's requests per group of verbs; deleted afterwards."""
+    suffix = uuid.uuid4().hex[:6]
+    schemas = {group: f"duckherd-e2e-{group}-{suffix}" for group in groups}
+    items = [
+        _flow_schema(schemas[group], operator, verbs, 200 + index)
+        for index, (group, verbs) in enumerate(groups.items())
+    ]
+    kubectl(
+        "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+    )
+    try:
+        yield RequestCounter(schemas)
+    finally:
+        kubectl("delete", "flowschema", *schemas.values(), "--ignore-not-found", check=False)
 
 
 def can_i(who: str, verb: str, resource: str, namespace: str) -> bool:

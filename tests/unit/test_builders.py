@@ -11,6 +11,7 @@ import yaml
 
 from duckherd.api import DataPipelineSpec
 from duckherd_operator.builders import (
+    DEFAULT_STAGE_RESOURCES,
     Pipeline,
     build_children,
     build_stage_job,
@@ -137,3 +138,24 @@ def test_chained_job_names_are_deterministic_and_short() -> None:
     assert first == chained_job_name("a" * 42, "transform", "run-1")
     assert first != chained_job_name("a" * 42, "transform", "run-2")
     assert len(first) <= 63
+
+
+def _stage_resources(pipeline: Pipeline) -> list[dict[str, Any]]:
+    return [
+        c["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["resources"]
+        for c in build_children(pipeline)
+        if c["kind"] == "CronJob"
+    ]
+
+
+def test_stage_pods_request_resources_unless_the_spec_replaces_them() -> None:
+    """Without spec.pod.resources every stage pod gets the default requests (so a burst of runs
+    waits Pending instead of overcommitting the node); the spec's replace them as a whole."""
+    default = _pipeline(pod={})
+    assert _stage_resources(default) == [DEFAULT_STAGE_RESOURCES] * 4
+    assert DEFAULT_STAGE_RESOURCES["requests"].keys() == {"cpu", "memory"}
+    chart = _pipeline(pod={})
+    chart = Pipeline(**{**chart.__dict__, "default_resources": {"requests": {"cpu": "1"}}})
+    assert _stage_resources(chart) == [{"requests": {"cpu": "1"}}] * 4
+    own = _pipeline(pod={"resources": {"limits": {"memory": "4Gi"}}})
+    assert _stage_resources(own) == [{"limits": {"memory": "4Gi"}}] * 4

@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
-from duckherd.contract import ENV_IMAGE, ENV_IMAGE_PULL_POLICY
+from duckherd.contract import ENV_IMAGE, ENV_IMAGE_PULL_POLICY, ENV_STAGE_RESOURCES
 from duckherd.crd import build_crd
+from duckherd_operator.builders import DEFAULT_STAGE_RESOURCES
+from duckherd_operator.validation import stage_resources
 from tests.chart import CHART, KUBE_FLAGS, KUBE_VERSION, need_helm
 from tests.chart import cluster_helm as _cluster_helm
 from tests.chart import one as _one
@@ -102,7 +104,8 @@ def test_values_yaml_sets_every_key_the_schema_knows() -> None:
     schema = chart_schema.build_schema()
     # Open maps (requests/limits, security contexts) may hold keys the schema does not list.
     missing = {path for path in _schema_paths(schema) if path not in in_yaml}
-    assert not missing - {"resources.requests.memory", "resources.limits.cpu"}, missing
+    unset_limits = {"resources.limits.cpu", "stagePods.resources.limits.cpu"}
+    assert not missing - {"resources.requests.memory", *unset_limits}, missing
 
 
 def test_every_values_yaml_key_has_a_comment_above_it() -> None:
@@ -253,6 +256,23 @@ def test_stage_pods_get_the_operator_image(helm: str) -> None:
     # The names the operator reads (duckherd.contract): a rename on one side fails here.
     assert env[ENV_IMAGE] == "localhost/duckherd:dev"
     assert env[ENV_IMAGE_PULL_POLICY] == "IfNotPresent"
+
+
+def test_stage_pods_get_the_chart_default_resources(
+    helm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chart's stagePods.resources is the operator's built-in default, handed over as
+    DUCKHERD_STAGE_RESOURCES; the operator reads back exactly what the chart renders."""
+
+    def handed_over(*flags: str) -> dict[str, Any]:
+        env = {e["name"]: e.get("value") for e in _container(_render(helm, *flags))["env"]}
+        monkeypatch.setenv(ENV_STAGE_RESOURCES, env[ENV_STAGE_RESOURCES])
+        return stage_resources()
+
+    assert handed_over() == DEFAULT_STAGE_RESOURCES
+    assert handed_over(
+        "--set", "stagePods.resources.requests.cpu=1", "--set", "stagePods.resources.limits=null"
+    ) == {"requests": {"cpu": "1", "memory": "512Mi"}}
 
 
 def test_image_tag_defaults_to_app_version_and_digest_pins(helm: str) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from duckherd.api import DataPipelineStatus, RunStatus, StageResult
+from duckherd.api import DataPipelineSpec, DataPipelineStatus, RunStatus, StageResult
+from duckherd.status import RunObservation, run_status
 from duckherd_operator.chain import JobView, Run
-from duckherd_operator.observe import observe_run
+from duckherd_operator.observe import next_schedule_time, observe_run
+
+SOURCES = [{"name": "customers", "file": {"path": "/dev/null", "format": "csv"}}]
 
 
 def _job(state: str) -> JobView:
@@ -75,3 +79,34 @@ def test_a_gone_pod_keeps_the_recorded_result() -> None:
 def test_a_gone_pod_without_a_record_is_a_failure_not_a_success() -> None:
     stage = _observe("Succeeded", [])
     assert stage.state == "Failed" and "pod is gone" in stage.message
+
+
+def _unschedulable_pod() -> dict[str, Any]:
+    why = "0/1 nodes are available: 1 Insufficient cpu."
+    scheduled = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}
+    return {
+        "metadata": {"name": "shop-ingest-1-abcde", "labels": {"job-name": "shop-ingest-1"}},
+        "status": {"conditions": [{**scheduled, "message": why}], "containerStatuses": []},
+    }
+
+
+def test_a_pod_waiting_for_a_node_shows_the_stage_waiting_with_the_cause() -> None:
+    stage = _observe("Running", [_unschedulable_pod()])
+    assert stage.state == "Waiting"
+    assert "waiting for a node" in stage.message and "Insufficient cpu" in stage.message
+    run = RunObservation(run_id="r1", trigger="Schedule", stages=(stage,))
+    status = run_status(run, ["ingest", "transform"])
+    assert status.result == "Running"  # waiting is not failing
+    assert [(s.stage, s.result) for s in status.stages] == [
+        ("ingest", "Waiting"),
+        ("transform", "Pending"),
+    ]
+
+
+def test_the_next_schedule_time_follows_the_clock_either_way() -> None:
+    spec = DataPipelineSpec.model_validate({"schedule": "0 6 * * *", "sources": SOURCES})
+    at = datetime(2026, 12, 2, 5, 0, tzinfo=UTC)
+    assert next_schedule_time(spec, at) == "2026-12-02T06:00:00Z"
+    assert next_schedule_time(spec, at.replace(hour=7)) == "2026-12-03T06:00:00Z"
+    assert next_schedule_time(spec, at.replace(day=1)) == "2026-12-01T06:00:00Z"
+    assert next_schedule_time(spec, at.replace(hour=5, minute=59)) == "2026-12-02T06:00:00Z"

@@ -54,15 +54,21 @@ class NoApi:
 
 def test_a_note_holds_only_for_the_same_manifest_at_the_same_version() -> None:
     applied = AppliedChildren()
-    child = _children(_body())[0]
-    assert not applied.unchanged(child, "7")
-    applied.record(child, {"metadata": {"resourceVersion": "7"}})
-    assert applied.unchanged(child, "7")
-    assert not applied.unchanged(child, "8")  # someone (or a controller) changed it
-    assert not applied.unchanged(child, None)  # it is gone
+    body = _body()
+    pipeline = parse_pipeline(body).pipeline
+    assert pipeline is not None
+    live = {(kind, name): version for kind, name, version in _settled(body, AppliedChildren())}
+    assert applied.drifted(pipeline, live)  # never applied by this process
+    _settled(body, applied)
+    assert not applied.drifted(pipeline, live)
+    (first, *_) = live
+    assert applied.drifted(pipeline, {**live, first: "8"})  # someone (or a controller) changed it
+    assert applied.drifted(pipeline, {k: v for k, v in live.items() if k != first})  # it is gone
+    child = _children(body)[0]
     changed = {**child, "data": {"other": "x"}}
     assert manifest_digest(changed) != manifest_digest(child)
-    assert not applied.unchanged(changed, "7")  # the spec now builds it differently
+    other = parse_pipeline(_body(schedule="5 4 * * *")).pipeline
+    assert other is not None and applied.drifted(other, live)  # the spec builds it differently
 
 
 def test_children_drift_is_read_from_the_caches(monkeypatch: Any) -> None:

@@ -69,7 +69,8 @@ def stage_jobs(
 def stage_pods(
     namespace: str | None, labels: kopf.Labels, meta: kopf.Meta, status: kopf.Status, **_: Any
 ) -> dict[_Key, dict[str, Any]]:
-    trimmed = {"containerStatuses": status.get("containerStatuses") or []}
+    scheduled = [c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"]
+    trimmed = {"containerStatuses": status.get("containerStatuses") or [], "conditions": scheduled}
     metadata = {"name": meta.name, "labels": dict(labels)}
     return {_owner(namespace, labels): {"metadata": metadata, "status": trimmed}}
 

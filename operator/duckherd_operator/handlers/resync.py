@@ -25,12 +25,11 @@ import kopf
 from duckherd_operator import metrics
 from duckherd_operator.applied import APPLIED
 from duckherd_operator.assess import assess
-from duckherd_operator.builders import build_children
 from duckherd_operator.client import KubeClient
 from duckherd_operator.context import kube
 from duckherd_operator.handlers.caches import Caches
 from duckherd_operator.reconcile import reconcile_body, sync
-from duckherd_operator.validation import parse_pipeline
+from duckherd_operator.validation import forget_parsed, parse_pipeline
 
 RESYNC_INTERVAL_SECONDS = 30.0
 log = logging.getLogger("duckherd.operator.resync")
@@ -41,11 +40,7 @@ def children_drifted(body: dict[str, Any], caches: Caches) -> bool:
     pipeline = parse_pipeline(body).pipeline
     if pipeline is None:
         return False  # an invalid spec touches no children; status says why
-    live = caches.child_versions((pipeline.namespace, pipeline.name))
-    return not all(
-        APPLIED.unchanged(manifest, live.get((manifest["kind"], manifest["metadata"]["name"])))
-        for manifest in build_children(pipeline)
-    )
+    return APPLIED.drifted(pipeline, caches.child_versions((pipeline.namespace, pipeline.name)))
 
 
 async def resync_pipeline(client: KubeClient, body: dict[str, Any], caches: Caches) -> str:
@@ -67,7 +62,8 @@ async def resync_pipeline(client: KubeClient, body: dict[str, Any], caches: Cach
 async def resync_once(client: KubeClient, caches: Caches) -> dict[str, int]:
     """Resync every cached pipeline once; counts by outcome. Errors are per pipeline."""
     outcomes: dict[str, int] = {}
-    for body in caches.pipeline_bodies():
+    bodies = caches.pipeline_bodies()
+    for body in bodies:
         try:
             outcome = await resync_pipeline(client, body, caches)
         except Exception:  # one broken pipeline must not stop the others' repair
@@ -76,6 +72,12 @@ async def resync_once(client: KubeClient, caches: Caches) -> dict[str, int]:
             log.exception("resync of %s/%s failed", meta.get("namespace"), meta.get("name"))
             outcome = "failed"
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        # A quiet pipeline awaits nothing: let Job and Pod events in between pipelines, so a
+        # round over a large fleet never holds up a finished stage's next step.
+        await asyncio.sleep(0)
+    seen = {(b["metadata"].get("namespace"), b["metadata"]["name"]) for b in bodies}
+    forget_parsed(seen)
+    APPLIED.forget(seen)
     return outcomes
 
 

@@ -1,0 +1,454 @@
+"""P1: a fleet of DataPipelines on one operator, on the real local cluster (hack/cluster).
+
+    python -m benchmarks.bench_fleet                                  # N = 100, 300, 1000
+    BENCH_FLEET_SIZES=100 BENCH_FLEET_RUNS=20 python -m benchmarks.bench_fleet
+
+Needs root and the local cluster (`hack/cluster/cluster.sh up` is run first: it rebuilds the
+project image from this checkout). On a shared machine run it under the e2e lock
+(`flock /tmp/duckherd-e2e.lock ...`): it installs the chart and loads the one cluster.
+
+For each N, with a freshly installed operator (the chart as a user installs it):
+
+- **create**: `kubectl apply` of N DataPipelines of the example's shape (no publish; ingest
+  schedules spread over the day, none within the next two hours) until all N x 5 children
+  (spec ConfigMap, warehouse PVC, three CronJobs) exist, side by side with the baseline:
+  `kubectl apply` of the same rendered children directly (no ownerReferences) into another
+  namespace. `ratio` is operator over baseline; the goal is at most 1.5.
+- **rest**: once every pipeline has status, one resync round to settle, then two rounds
+  (`duckherd_resync_rounds_total`) measured: the operator's API requests per minute by verb
+  as the API server counts them (FlowSchemas matching only the operator's ServiceAccount,
+  tests/e2e/operator_support.counting_requests; a watch counts when it is opened), and its
+  CPU seconds per minute (`process_cpu_seconds_total`). Goal: no writes.
+- **churn**: BENCH_FLEET_RUNS (default 50) more pipelines, ingest only, all started at once
+  with `duckherd.io/run-now` against a demo API on this host. Latency is from the moment a
+  watch sees the stage Job complete to the moment a watch sees status report it (both watches
+  in this process, so their delays cancel). Goal: p99 at most 2 s.
+- **RSS**: the operator process's peak resident memory (`VmHWM`) after all of it. Goal: at
+  most 150 MiB at N = 1,000.
+
+Everything it creates is deleted at the end (namespaces, FlowSchemas, the chart release).
+`run_fleet(cluster, size, runs, operator_values)` is reusable (e.g. with monitoring values).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+from tests.e2e.conftest import (
+    CLUSTER_SH,
+    Cluster,
+    export_env,
+    kubectl,
+    local_cluster,
+    local_cluster_env,
+    restore_env,
+    wait_until,
+)
+from tests.e2e.operator_support import (
+    EXAMPLE,
+    READ_VERBS,
+    WRITE_VERBS,
+    Operator,
+    counting_requests,
+    delete_namespace,
+    ensure_restricted_namespace,
+    installed_operator,
+)
+
+SIZES = [int(n) for n in os.environ.get("BENCH_FLEET_SIZES", "100,300,1000").split(",") if n]
+RUNS = int(os.environ.get("BENCH_FLEET_RUNS", "50"))
+CUSTOMERS = 200  # per churn run: the runs measure the operator, not the stage
+CHILDREN_PER_PIPELINE = 5  # spec ConfigMap, warehouse PVC, ingest/transform/check CronJobs
+VERBS = (*READ_VERBS, *WRITE_VERBS)
+ROUNDS = "duckherd_resync_rounds_total"
+CREATE_TIMEOUT = 1800.0
+RUNS_TIMEOUT = 900.0
+MIB = 2**20
+
+
+# ------------------------------------------------------------------------------ manifests
+
+
+def spread_schedules(count: int, now: datetime) -> list[str]:
+    """`count` daily cron schedules spread over 20 hours starting two hours from `now` (UTC),
+    so none fires while the benchmark runs."""
+    start = now.hour * 60 + now.minute + 120
+    minutes = [(start + index * 1200 // max(count, 1)) % 1440 for index in range(count)]
+    return [f"{minute % 60} {minute // 60} * * *" for minute in minutes]
+
+
+def fleet_pipelines(count: int, source_url: str, prefix: str = "fleet") -> list[dict[str, Any]]:
+    """The example pipeline without publish, `count` times under numbered names."""
+    example: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
+    example["spec"].pop("publish", None)
+    for source in example["spec"]["sources"]:
+        source["http"]["url"] = source_url
+    pipelines = []
+    for index, schedule in enumerate(spread_schedules(count, datetime.now(UTC))):
+        pipeline = copy.deepcopy(example)
+        pipeline["metadata"] = {"name": f"{prefix}-{index:04d}"}
+        pipeline["spec"]["schedule"] = schedule
+        pipelines.append(pipeline)
+    return pipelines
+
+
+def churn_pipelines(count: int, source_url: str) -> list[dict[str, Any]]:
+    """Ingest-only pipelines (the example's source, no transform, no checks)."""
+    pipelines = fleet_pipelines(count, source_url, prefix="churn")
+    for pipeline in pipelines:
+        pipeline["spec"].pop("transform", None)
+        pipeline["spec"].pop("quality", None)
+    return pipelines
+
+
+def rendered_children(pipelines: list[dict[str, Any]], namespace: str, image: str) -> list[Any]:
+    """What the operator would apply for `pipelines`, without ownerReferences (their owner
+    does not exist in the baseline namespace; the garbage collector would delete them)."""
+    from duckherd_operator.builders import build_children
+    from duckherd_operator.validation import parse_pipeline
+
+    children = []
+    for manifest in pipelines:
+        body = copy.deepcopy(manifest)
+        body["metadata"].update(namespace=namespace, uid=str(uuid.uuid4()), generation=1)
+        parsed = parse_pipeline(body).pipeline
+        assert parsed is not None, parsed
+        for child in build_children(dataclasses.replace(parsed, image=image)):
+            child["metadata"].pop("ownerReferences", None)
+            children.append(child)
+    return children
+
+
+# ------------------------------------------------------------------------------ cluster reads
+
+
+def _count(path: str) -> int:
+    """Objects in a collection, from one list of one item (`remainingItemCount`)."""
+    answer = json.loads(kubectl("get", "--raw", f"{path}?limit=1"))
+    return len(answer["items"]) + int(answer["metadata"].get("remainingItemCount") or 0)
+
+
+def children_count(namespace: str) -> int:
+    """ConfigMaps (without the namespace's own kube-root-ca.crt), PVCs and CronJobs."""
+    return (
+        _count(f"/api/v1/namespaces/{namespace}/configmaps")
+        - 1
+        + _count(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims")
+        + _count(f"/apis/batch/v1/namespaces/{namespace}/cronjobs")
+    )
+
+
+def fresh_namespace(kind: str) -> str:
+    name = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
+    ensure_restricted_namespace(name)
+    wait_until(
+        f"{name}/kube-root-ca.crt",
+        lambda: kubectl("get", "configmap", "kube-root-ca.crt", "-n", name, check=False),
+        timeout=120,
+    )
+    return name
+
+
+def apply_all(items: list[dict[str, Any]], namespace: str) -> None:
+    document = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+    kubectl("apply", "-n", namespace, "-f", "-", input=document, timeout=CREATE_TIMEOUT)
+
+
+def timed_creation(items: list[dict[str, Any]], namespace: str, children: int) -> float:
+    """Seconds from the start of `kubectl apply` until `children` children exist."""
+    start = time.monotonic()
+    apply_all(items, namespace)
+    wait_until(
+        f"{children} children in {namespace}",
+        lambda: children_count(namespace) >= children,
+        timeout=CREATE_TIMEOUT,
+        interval=0.5,
+    )
+    return time.monotonic() - start
+
+
+def observed_count(namespace: str) -> int:
+    generations = kubectl(
+        "get",
+        "datapipelines",
+        "-n",
+        namespace,
+        "-o",
+        "jsonpath={range .items[*]}{.status.observedGeneration}{'\\n'}{end}",
+        timeout=300,
+    )
+    return sum(1 for line in generations.split() if line == "1")
+
+
+# ------------------------------------------------------------------------------ measurements
+
+
+@dataclass
+class FleetResult:
+    size: int
+    create_seconds: float = math.nan
+    baseline_seconds: float = math.nan
+    rest_minutes: float = math.nan
+    rest_requests: dict[str, float] = field(default_factory=dict)  # verb → per minute
+    rest_cpu_per_minute: float = math.nan
+    rest_rss_mib: float = math.nan
+    create_requests: dict[str, float] = field(default_factory=dict)  # verb → total
+    latencies: list[float] = field(default_factory=list)
+    runs: int = 0
+    runs_succeeded: int = 0
+    duplicate_jobs: int = 0
+    peak_rss_mib: float = math.nan
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return self.create_seconds / self.baseline_seconds
+
+    def latency(self, quantile: float) -> float:
+        if not self.latencies:
+            return math.nan
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, math.ceil(quantile * len(ordered)) - 1)]
+
+
+def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {verb: after[verb] - before[verb] for verb in after}
+
+
+def measure_rest(operator: Operator, counter: Any, result: FleetResult) -> None:
+    """One resync round to settle, then two measured: requests by verb and CPU per minute."""
+    settled = operator.metric(ROUNDS)
+    wait_until("a resync round", lambda: operator.metric(ROUNDS) >= settled + 1, timeout=600)
+    start_round, start = operator.metric(ROUNDS), time.monotonic()
+    counts, cpu = counter.counts(), operator.metric("process_cpu_seconds_total")
+    wait_until("two resync rounds", lambda: operator.metric(ROUNDS) >= start_round + 2, timeout=900)
+    minutes = (time.monotonic() - start) / 60
+    result.rest_minutes = minutes
+    result.rest_requests = {v: n / minutes for v, n in _delta(counter.counts(), counts).items()}
+    result.rest_cpu_per_minute = (operator.metric("process_cpu_seconds_total") - cpu) / minutes
+    result.rest_rss_mib = operator.rss_bytes() / MIB
+
+
+# ------------------------------------------------------------------------------ churn
+
+
+@dataclass
+class RunWatch:
+    """When this process's watches saw each run's stage Job finish and its status report it."""
+
+    job_done: dict[str, float] = field(default_factory=dict)  # pipeline → monotonic time
+    status_done: dict[str, float] = field(default_factory=dict)
+    results: dict[str, str] = field(default_factory=dict)
+    jobs: dict[str, set[str]] = field(default_factory=dict)  # pipeline → stage Job names
+
+
+def _finished(conditions: list[Any] | None) -> bool:
+    return any(c.type in ("Complete", "Failed") and c.status == "True" for c in conditions or [])
+
+
+async def _watch_jobs(namespace: str, watched: RunWatch, runs: dict[str, str]) -> None:
+    from kubernetes_asyncio import client, watch
+
+    api = client.BatchV1Api()
+    async for event in watch.Watch().stream(
+        api.list_namespaced_job, namespace, timeout_seconds=int(RUNS_TIMEOUT)
+    ):
+        job = event["object"]
+        pipeline = (job.metadata.labels or {}).get("duckherd.io/pipeline")
+        if pipeline not in runs:
+            continue
+        watched.jobs.setdefault(pipeline, set()).add(job.metadata.name)
+        if job.metadata.name == runs[pipeline] and _finished(job.status.conditions):
+            watched.job_done.setdefault(pipeline, time.monotonic())
+
+
+async def _watch_status(namespace: str, watched: RunWatch, runs: dict[str, str]) -> None:
+    from kubernetes_asyncio import client, watch
+
+    from duckherd.api import GROUP, PLURAL, VERSION
+
+    api = client.CustomObjectsApi()
+    async for event in watch.Watch().stream(
+        api.list_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        timeout_seconds=int(RUNS_TIMEOUT),
+    ):
+        body = event["object"]
+        name = body["metadata"]["name"]
+        last = (body.get("status") or {}).get("lastRun") or {}
+        finished = last.get("result") not in (None, "Running")
+        if name in runs and last.get("id") == runs[name] and finished:
+            watched.status_done.setdefault(name, time.monotonic())
+            watched.results[name] = last["result"]
+        if len(watched.status_done) == len(runs):
+            return
+
+
+async def _follow_runs(namespace: str, runs: dict[str, str], value: str) -> RunWatch:
+    from kubernetes_asyncio import config
+
+    await config.load_kube_config(config_file=os.environ["KUBECONFIG"])
+    watched = RunWatch()
+    jobs = asyncio.create_task(_watch_jobs(namespace, watched, runs))
+    statuses = asyncio.create_task(_watch_status(namespace, watched, runs))
+    await asyncio.sleep(2)  # both watches open before the runs start
+    names = [f"datapipeline/{name}" for name in runs]
+    args = ["annotate", "-n", namespace, *names, f"duckherd.io/run-now={value}", "--overwrite"]
+    await asyncio.to_thread(kubectl, *args, timeout=300)
+    with contextlib.suppress(TimeoutError):  # reported as runs that did not finish
+        await asyncio.wait_for(statuses, RUNS_TIMEOUT)
+    jobs.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await jobs
+    return watched
+
+
+def measure_churn(source_url: str, runs: int, result: FleetResult) -> None:
+    from duckherd_operator.builders import run_now_job_name
+
+    namespace = fresh_namespace("churn")
+    try:
+        pipelines = churn_pipelines(runs, source_url)
+        timed_creation(pipelines, namespace, runs * 3)  # spec ConfigMap, PVC, ingest CronJob
+        wait_until("churn status", lambda: observed_count(namespace) >= runs, timeout=600)
+        value = uuid.uuid4().hex
+        names = [p["metadata"]["name"] for p in pipelines]
+        expected = {name: run_now_job_name(name, value) for name in names}
+        watched = asyncio.run(_follow_runs(namespace, expected, value))
+    finally:
+        delete_namespace(namespace)
+    result.runs = runs
+    result.runs_succeeded = sum(1 for r in watched.results.values() if r == "Succeeded")
+    result.duplicate_jobs = sum(len(names) - 1 for names in watched.jobs.values() if names)
+    result.latencies = [
+        max(0.0, watched.status_done[name] - done)
+        for name, done in watched.job_done.items()
+        if name in watched.status_done
+    ]
+    unfinished = runs - len(watched.status_done)
+    if unfinished:
+        result.notes.append(f"{unfinished} of {runs} runs did not finish in {RUNS_TIMEOUT:.0f}s")
+
+
+# ------------------------------------------------------------------------------ one fleet
+
+
+def wait_namespaces_gone(names: list[str], timeout: float = 900) -> None:
+    def gone() -> bool:
+        listed = kubectl("get", "namespaces", "-o", "name", timeout=60).split()
+        return not any(f"namespace/{name}" in listed for name in names)
+
+    wait_until("the benchmark's namespaces deleted", gone, timeout=timeout, interval=5)
+
+
+@contextlib.contextmanager
+def fleet_namespaces() -> Iterator[tuple[str, str]]:
+    fleet, baseline = fresh_namespace("fleet"), fresh_namespace("baseline")
+    try:
+        yield fleet, baseline
+    finally:
+        for name in (fleet, baseline):
+            delete_namespace(name)
+        wait_namespaces_gone([fleet, baseline])
+
+
+def run_fleet(
+    cluster: Cluster, size: int, runs: int, source_url: str, operator_values: tuple[str, ...] = ()
+) -> FleetResult:
+    """Everything above for one N, with its own operator; the cluster is left as it was."""
+    result = FleetResult(size)
+    image = cluster.need_image()
+    with (
+        installed_operator(cluster, values=operator_values) as operator,
+        counting_requests(operator, {verb: (verb,) for verb in VERBS}) as counter,
+        fleet_namespaces() as (fleet, baseline),
+    ):
+        pipelines = fleet_pipelines(size, source_url)
+        before = counter.counts()
+        result.create_seconds = timed_creation(pipelines, fleet, size * CHILDREN_PER_PIPELINE)
+        children = rendered_children(pipelines, baseline, image)
+        result.baseline_seconds = timed_creation(children, baseline, len(children))
+        wait_until("every status", lambda: observed_count(fleet) >= size, timeout=CREATE_TIMEOUT)
+        result.create_requests = _delta(counter.counts(), before)
+        measure_rest(operator, counter, result)
+        if runs:
+            measure_churn(source_url, runs, result)
+        result.peak_rss_mib = operator.rss_bytes("VmHWM") / MIB
+    return result
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def _per_minute(requests: dict[str, float]) -> str:
+    shown = [f"{verb} {rate:.1f}" for verb, rate in requests.items() if rate >= 0.05]
+    return ", ".join(shown) or "none"
+
+
+def print_fleet_table(results: list[FleetResult]) -> None:
+    print("\nP1: a fleet on one operator (local cluster, 2 cores; loaded machine: ratios count)")
+    header = (
+        f"{'N':>5} {'create s':>9} {'baseline s':>10} {'ratio':>6} {'peak RSS MiB':>12} "
+        f"{'CPU s/min':>9} {'p50 s':>6} {'p99 s':>6} {'runs ok':>8}  requests/min at rest"
+    )
+    print(header)
+    print("-" * (len(header) + 20))
+    for r in results:
+        print(
+            f"{r.size:>5} {r.create_seconds:>9.1f} {r.baseline_seconds:>10.1f} {r.ratio:>5.2f}x "
+            f"{r.peak_rss_mib:>12.0f} {r.rest_cpu_per_minute:>9.2f} {r.latency(0.5):>6.2f} "
+            f"{r.latency(0.99):>6.2f} {r.runs_succeeded:>3}/{r.runs:<4}  "
+            f"{_per_minute(r.rest_requests)}"
+        )
+    for r in results:
+        creation = {verb: round(n) for verb, n in r.create_requests.items() if n}
+        print(
+            f"N={r.size}: requests while creating {creation}; RSS at rest "
+            f"{r.rest_rss_mib:.0f} MiB; duplicate stage Jobs {r.duplicate_jobs}; "
+            f"rest window {r.rest_minutes:.1f} min" + "".join(f"; {n}" for n in r.notes)
+        )
+    print(json.dumps([dataclasses.asdict(r) for r in results]))
+
+
+def main() -> None:
+    from duckherd_jobs.demo_source import DemoSource
+
+    if os.geteuid() != 0:
+        raise SystemExit("bench_fleet needs root: it brings up the local cluster (hack/cluster)")
+    subprocess.run([str(CLUSTER_SH), "up"], check=True)
+    env = local_cluster_env()
+    saved = export_env(env)
+    cluster = local_cluster(env)
+    results: list[FleetResult] = []
+    try:
+        with DemoSource(CUSTOMERS, host=cluster.need_host_ip()) as url:
+            for size in SIZES:
+                print(f"[bench_fleet] N={size}", flush=True)
+                started = time.monotonic()
+                results.append(run_fleet(cluster, size, RUNS, f"{url}/customers"))
+                print(f"[bench_fleet] N={size} took {time.monotonic() - started:.0f}s", flush=True)
+    finally:
+        restore_env(saved)
+        if results:
+            print_fleet_table(results)
+
+
+if __name__ == "__main__":
+    main()
