@@ -29,6 +29,7 @@ from duckherd.status import (
 )
 from duckherd.summary import StageSummary
 from duckherd_jobs.context import StageContext, new_run_id
+from duckherd_jobs.kpis import plan_kpis
 from duckherd_jobs.lineage import Lineage
 from duckherd_jobs.runner import ManifestError, configure_logging, load_manifest, run_stage
 from duckherd_jobs.warehouse import WarehouseTable, list_tables
@@ -140,6 +141,22 @@ def checks_table(summaries: Sequence[StageSummary]) -> Table | None:
     return table
 
 
+def _kpi_value(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{int(value):,}" if value.is_integer() else f"{value:,.4f}"
+
+
+def kpis_table(status: DataPipelineStatus) -> Table | None:
+    if not status.kpis:
+        return None
+    table = _table("kpis", message_column=True)
+    _add_columns(table, ("KPI", "TABLE", "VALUE", "MESSAGE"))
+    for kpi in status.kpis:
+        _add_row(table, kpi.name, kpi.table, _kpi_value(kpi.value), kpi.message or "")
+    return table
+
+
 def _warehouse_contents(warehouse: Path, console: Console) -> list[WarehouseTable]:
     try:
         return list_tables(warehouse)
@@ -166,7 +183,8 @@ def run_local(
     try:
         pipeline = load_manifest(manifest)
         selected = _stages_to_run(pipeline.spec, stages)
-    except ManifestError as error:
+        plan_kpis(pipeline.spec.metrics)  # DuckDB's verdict on the KPIs, before any work
+    except PipelineError as error:
         console.print(Text.assemble(("error: ", "red"), str(error)))
         return 2
     name = pipeline.metadata.name
@@ -203,7 +221,7 @@ def run_local(
     console.print(status_table(name, pipeline.spec, status))
     console.print(stages_table(status))
     console.print(warehouse_table(_warehouse_contents(warehouse, console)))
-    checks = checks_table(summaries)
-    if checks is not None:
-        console.print(checks)
+    for extra in (checks_table(summaries), kpis_table(status)):
+        if extra is not None:
+            console.print(extra)
     return 0 if summaries and all(s.ok for s in summaries) else 1

@@ -8,7 +8,7 @@ the lock rather than failing at once, and names the file and the wait on timeout
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +51,15 @@ CREATE TABLE IF NOT EXISTS _duckherd.checks (
     observed_value JSON,
     result JSON
 );
+CREATE TABLE IF NOT EXISTS _duckherd.kpis (
+    run_id VARCHAR NOT NULL,
+    computed_at TIMESTAMPTZ NOT NULL,
+    name VARCHAR NOT NULL,
+    table_name VARCHAR NOT NULL,
+    expression VARCHAR NOT NULL,
+    value DOUBLE,
+    error VARCHAR
+);
 CREATE TABLE IF NOT EXISTS _duckherd.profiles (
     run_id VARCHAR NOT NULL,
     profiled_at TIMESTAMPTZ NOT NULL,
@@ -73,15 +82,20 @@ def _is_lock_error(error: duckdb.Error) -> bool:
 
 
 def open_with_retry(
-    path: Path, *, timeout_seconds: float = 600.0, read_only: bool = False
+    path: Path,
+    *,
+    timeout_seconds: float = 600.0,
+    read_only: bool = False,
+    config: Mapping[str, str | bool] | None = None,
 ) -> duckdb.DuckDBPyConnection:
-    """Open the file, waiting (with backoff, bounded) while another process holds the lock."""
+    """Open the file, waiting (with backoff, bounded) while another process holds the lock.
+    `config` is DuckDB's configuration (e.g. KPIs turn external access off)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout_seconds
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            return duckdb.connect(str(path), read_only=read_only, config=dict(config or {}))
         except duckdb.IOException as error:
             if not _is_lock_error(error):
                 raise
@@ -127,6 +141,19 @@ def record_run(connection: duckdb.DuckDBPyConnection, summary: StageSummary) -> 
             summary.model_dump_json(exclude_defaults=True),
         ],
     )
+
+
+def catalog_columns(connection: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
+    """(name, DuckDB type) of each column of a table or view in table order; [] if there is no
+    such relation."""
+    schema, _, name = table.partition(".")
+    rows = connection.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ? "
+        "ORDER BY ordinal_position",
+        [schema, name],
+    ).fetchall()
+    return [(str(row[0]), str(row[1])) for row in rows]
 
 
 @dataclass(frozen=True)

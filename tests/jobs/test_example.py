@@ -65,6 +65,11 @@ def test_the_example_is_the_daily_customer_pipeline() -> None:
     assert source.http.incrementalParam == "updated_since"
     assert source.http.pagination.type == "page"
     assert source.http.pagination.totalPath == "total"
+    assert [(m.name, m.table, m.expression) for m in spec.metrics] == [
+        ("customer_count", "marts.customer_analytics", "count(*)"),
+        ("average_monthly_ltv", "marts.customer_analytics", "avg(monthly_ltv)"),
+        ("total_monthly_ltv", "marts.customer_analytics", "sum(monthly_ltv)"),
+    ]
     assert spec.quality is not None
     expectations = {(c.expectation, c.kwargs.get("column")) for c in spec.quality.checks}
     assert expectations == {
@@ -250,6 +255,12 @@ def test_make_demo_runs_the_example_end_to_end_and_again_incrementally(
             "SELECT run_id, count(*), count(*) FILTER (WHERE success) FROM _duckherd.checks"
             " WHERE expectation = 'dbt_test' GROUP BY run_id"
         ).fetchall()
+        kpis = connection.execute(
+            "SELECT run_id, name, value, error FROM _duckherd.kpis ORDER BY computed_at, name"
+        ).fetchall()
+        by_hand = connection.execute(
+            "SELECT count(*), avg(monthly_ltv), sum(monthly_ltv) FROM marts.customer_analytics"
+        ).fetchall()[0]
     assert [(stage, ok) for _, stage, ok in runs] == [
         ("ingest", True),
         ("transform", True),
@@ -264,6 +275,19 @@ def test_make_demo_runs_the_example_end_to_end_and_again_incrementally(
     assert len(dbt_tests) == 2
     assert {(total, passed) for _, total, passed in dbt_tests} == {(dbt_tests[0][1],) * 2}
     assert dbt_tests[0][1] > 0
+    # The example's KPIs, computed by each run's check stage, equal the same SQL by hand.
+    assert len(kpis) == 6 and all(error is None for *_, error in kpis)
+    latest = {name: value for run_id, name, value, _ in kpis if run_id == runs[-1][0]}
+    assert latest["customer_count"] == by_hand[0] == 600
+    assert latest["average_monthly_ltv"] == pytest.approx(float(by_hand[1]))
+    assert latest["total_monthly_ltv"] == pytest.approx(float(by_hand[2]))
+    kpi_lines = [line.split() for line in demo_runs.outputs[-1].splitlines()]
+    assert ["customer_count", "marts.customer_analytics", "600"] in kpi_lines
+    assert [
+        "average_monthly_ltv",
+        "marts.customer_analytics",
+        f"{float(by_hand[1]):,.4f}",
+    ] in kpi_lines
     # Redis and PostgreSQL stopped with the demo; their data stayed for `make dashboard`.
     assert running_shared_servers(Path(demo_runs.env["SERVING_DIR"])) is None
 

@@ -39,8 +39,9 @@ from duckherd_jobs.history import (
     previous_row_count,
     record_checks,
 )
+from duckherd_jobs.kpis import compute_kpis, kpi_errors, plan_kpis, record_kpis
 from duckherd_jobs.sql import qualified, quote_identifier, table_name
-from duckherd_jobs.warehouse import connect
+from duckherd_jobs.warehouse import catalog_columns, connect
 
 OBSERVED_MAX_CHARS = 200
 
@@ -51,18 +52,6 @@ class CheckTargetError(PipelineError, LookupError):
 
 class CheckComputeError(PipelineError, ValueError):
     """DuckDB refused a check's SQL, typically arguments of the wrong type for the column."""
-
-
-def catalog_columns(connection: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
-    """(name, DuckDB type) of each column in table order; [] if there is no such table."""
-    schema, _, name = table.partition(".")
-    rows = connection.execute(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ? "
-        "ORDER BY ordinal_position",
-        [schema, name],
-    ).fetchall()
-    return [(str(row[0]), str(row[1])) for row in rows]
 
 
 def _resolve_columns(check: PlannedCheck, available: dict[str, str]) -> dict[str, str]:
@@ -236,12 +225,34 @@ def _summarize(
 
 
 def run_check(ctx: StageContext) -> StageSummary:
-    """Evaluate `spec.quality.checks`; a failed `error` check (or dbt test of this run's
-    transform) fails the stage (ok=False)."""
+    """Compute the KPIs (`spec.metrics`, on a read-only connection) and evaluate
+    `spec.quality.checks`; a failed `error` check (or dbt test of this run's transform), or a
+    KPI that cannot be computed, fails the stage (ok=False)."""
     quality = ctx.pipeline.spec.quality
     planned = plan_checks(quality.checks if quality else [])
-    if not planned:
+    kpis = plan_kpis(ctx.pipeline.spec.metrics)
+    if not planned and not kpis:
         return StageSummary(stage="check", ok=True, checks=ChecksSummary())
+    computed_at = utc_now()
+    kpi_results = compute_kpis(ctx.warehouse, kpis, timeout_seconds=ctx.lock_timeout_seconds)
+    with connect(ctx.warehouse, timeout_seconds=ctx.lock_timeout_seconds) as connection:
+        connection.execute("SET enable_progress_bar = false")  # pod logs end with the summary
+        summary = (
+            _check(connection, ctx, planned) if planned else StageSummary(stage="check", ok=True)
+        )
+        record_kpis(connection, ctx.run_id, computed_at, kpis, kpi_results)
+    summary.kpis = kpi_results
+    kpi_error = kpi_errors(kpi_results)
+    if kpi_error:
+        summary.ok = False
+        summary.error = "; ".join(e for e in (summary.error, kpi_error) if e)
+    return summary
+
+
+def _check(
+    connection: duckdb.DuckDBPyConnection, ctx: StageContext, planned: Sequence[PlannedCheck]
+) -> StageSummary:
+    """Every check, one scan per table; results and profiles recorded."""
     by_table: dict[str, list[PlannedCheck]] = defaultdict(list)
     for check in planned:
         by_table[check.table].append(check)
@@ -249,21 +260,18 @@ def run_check(ctx: StageContext) -> StageSummary:
     outcomes: dict[int, Outcome] = {}
     row_counts: dict[str, int] = {}
     profiles: dict[str, tuple[int, dict[str, dict[str, Any]]]] = {}
-    with connect(ctx.warehouse, timeout_seconds=ctx.lock_timeout_seconds) as connection:
-        connection.execute("SET enable_progress_bar = false")  # pod logs end with the summary
-        for table, checks in by_table.items():
-            situation = Situation(
-                checked_at, previous_row_count(connection, table, ctx.run_id), ctx.run_id
-            )
-            found = check_table(connection, table, checks, situation)
-            row_counts[table] = found.row_count
-            profiles[table] = (found.row_count, found.profile)
-            outcomes.update(zip((c.position for c in checks), found.outcomes, strict=True))
-        records = [
-            check_record(check, outcomes[check.position], row_counts[check.table])
-            for check in planned
-        ]
-        summary = _summarize(records, dbt_test_results(connection, ctx.run_id), row_counts)
-        record_checks(connection, ctx.run_id, checked_at, records)
-        record_profiles(connection, ctx.run_id, checked_at, summary.ok, profiles)
+    for table, checks in by_table.items():
+        situation = Situation(
+            checked_at, previous_row_count(connection, table, ctx.run_id), ctx.run_id
+        )
+        found = check_table(connection, table, checks, situation)
+        row_counts[table] = found.row_count
+        profiles[table] = (found.row_count, found.profile)
+        outcomes.update(zip((c.position for c in checks), found.outcomes, strict=True))
+    records = [
+        check_record(check, outcomes[check.position], row_counts[check.table]) for check in planned
+    ]
+    summary = _summarize(records, dbt_test_results(connection, ctx.run_id), row_counts)
+    record_checks(connection, ctx.run_id, checked_at, records)
+    record_profiles(connection, ctx.run_id, checked_at, summary.ok, profiles)
     return summary
