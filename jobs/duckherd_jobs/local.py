@@ -27,7 +27,8 @@ from duckherd.status import (
     compute_status,
     get_condition,
 )
-from duckherd.summary import StageSummary
+from duckherd.summary import BackupRecord, StageSummary
+from duckherd_jobs.backup import TaskContext, list_backups, run_task
 from duckherd_jobs.context import StageContext, new_run_id
 from duckherd_jobs.kpis import plan_kpis
 from duckherd_jobs.lineage import Lineage
@@ -165,6 +166,13 @@ def _warehouse_contents(warehouse: Path, console: Console) -> list[WarehouseTabl
         return []
 
 
+LOCAL_ROOT = Path(".warehouse")
+
+
+def default_warehouse(name: str) -> Path:
+    return LOCAL_ROOT / f"{name}.duckdb"
+
+
 def run_local(
     manifest: Path,
     *,
@@ -188,7 +196,7 @@ def run_local(
         console.print(Text.assemble(("error: ", "red"), str(error)))
         return 2
     name = pipeline.metadata.name
-    warehouse = warehouse or Path(".warehouse") / f"{name}.duckdb"
+    warehouse = warehouse or default_warehouse(name)
     ctx = StageContext(
         pipeline=pipeline,
         warehouse=warehouse,
@@ -225,3 +233,99 @@ def run_local(
         if extra is not None:
             console.print(extra)
     return 0 if summaries and all(s.ok for s in summaries) else 1
+
+
+def _task_context(
+    manifest: Path, warehouse: Path | None, backup_dir: Path | None, console: Console
+) -> TaskContext | None:
+    try:
+        pipeline = load_manifest(manifest)
+    except ManifestError as error:
+        console.print(Text.assemble(("error: ", "red"), str(error)), soft_wrap=True)
+        return None
+    if pipeline.spec.backup is None:
+        console.print(
+            Text.assemble(("error: ", "red"), f"{manifest}: spec.backup is not set"),
+            soft_wrap=True,
+        )
+        return None
+    return TaskContext(
+        pipeline=pipeline,
+        warehouse=warehouse or default_warehouse(pipeline.metadata.name),
+        backup_dir=backup_dir or LOCAL_ROOT / "backups",
+    )
+
+
+def backups_table(records: Sequence[BackupRecord]) -> Table:
+    table = _table("backups" if records else "backups: none at the destination")
+    _add_columns(table, ["ID", "TIME", "SIZE", "RUN", "LOCATION"])
+    for record in records:
+        size = f"{record.sizeBytes / 1e6:.1f} MB"
+        _add_row(table, record.id, record.time, size, record.runId or "", record.location)
+    return table
+
+
+def backup_local(
+    manifest: Path,
+    *,
+    warehouse: Path | None = None,
+    backup_dir: Path | None = None,
+    list_only: bool = False,
+    console: Console | None = None,
+    verbose: bool = False,
+) -> int:
+    """`duckherd backup`: 0 on success, 1 when the backup failed, 2 for a wrong manifest."""
+    configure_logging(level=logging.WARNING, verbose=verbose)
+    console = console or Console(width=None if Console().is_terminal else 200)
+    ctx = _task_context(manifest, warehouse, backup_dir, console)
+    if ctx is None:
+        return 2
+    if list_only:
+        try:
+            records = list_backups(ctx)
+        except PipelineError as error:
+            console.print(Text.assemble(("error: ", "red"), str(error)), soft_wrap=True)
+            return 1
+        console.print(backups_table(records))
+        return 0
+    summary = run_task("backup", ctx)
+    if not summary.ok or summary.backup is None:
+        console.print(
+            Text.assemble(("error: ", "red"), summary.error or "backup failed"), soft_wrap=True
+        )
+        return 1
+    console.print(f"[green]✓[/green] backup {summary.backup.id} of {ctx.warehouse}")
+    if summary.pruned:
+        console.print(f"deleted beyond keep: {', '.join(summary.pruned)}")
+    console.print(backups_table(summary.backups))
+    return 0
+
+
+def restore_local(
+    manifest: Path,
+    backup_id: str,
+    *,
+    warehouse: Path | None = None,
+    backup_dir: Path | None = None,
+    console: Console | None = None,
+    verbose: bool = False,
+) -> int:
+    """`duckherd restore`: 0 on success, 1 when the restore failed (the warehouse is then as
+    it was), 2 for a wrong manifest."""
+    configure_logging(level=logging.WARNING, verbose=verbose)
+    console = console or Console(width=None if Console().is_terminal else 200)
+    ctx = _task_context(manifest, warehouse, backup_dir, console)
+    if ctx is None:
+        return 2
+    summary = run_task("restore", ctx, backup_id)
+    if not summary.ok or summary.backup is None:
+        console.print(
+            Text.assemble(("error: ", "red"), summary.error or "restore failed"), soft_wrap=True
+        )
+        return 1
+    restored = summary.backup
+    console.print(
+        f"[green]✓[/green] restored backup {restored.id} (taken {restored.time}, newest run "
+        f"{restored.runId or 'none'}) into {ctx.warehouse}"
+    )
+    return 0

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
-from duckherd.api import DataPipeline, Stage, iter_secret_refs
+from duckherd.api import DataPipeline, iter_secret_refs
 from duckherd.redaction import REDACTED, describe_error, redact, secret_fragments
 from duckherd.summary import StageSummary
 
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-def stage_secrets(pipeline: DataPipeline, stage: Stage, env: Mapping[str, str]) -> list[str]:
+def stage_secrets(pipeline: DataPipeline, stage: str, env: Mapping[str, str]) -> list[str]:
     """The secret values a stage's pod holds: its Secret references, and `spec.pod.env`
     entries taken from a Secret (`valueFrom.secretKeyRef`)."""
     names = [ref.env_name for ref in iter_secret_refs(pipeline.spec, stage)]

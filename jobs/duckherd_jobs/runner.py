@@ -134,12 +134,15 @@ def run_stage(stage: Stage, ctx: StageContext, lineage: Lineage | None = None) -
 
 
 def write_termination_log(summary: StageSummary, path: Path) -> None:
-    data = encode(summary)
+    write_termination_message(encode(summary), path)
+
+
+def write_termination_message(data: bytes, path: Path) -> None:
+    """The operator's input: the termination log, and (FallbackToLogsOnError) the last line."""
     try:
         path.write_bytes(data)
     except OSError as error:
         log.warning("could not write termination log %s: %s", path, error)
-    # With FallbackToLogsOnError the last log line is the summary too.
     sys.stdout.write(data.decode() + "\n")
     sys.stdout.flush()
 

@@ -375,6 +375,11 @@ class Source(ApiModel):
                     "writeDisposition merge needs a primaryKey",
                     ".primaryKey",
                 ),
+                cel(
+                    "!(has(self.retainFor) && has(self.keepLoads))",
+                    "set at most one of retainFor, keepLoads",
+                    ".keepLoads",
+                ),
             ]
         }
     )
@@ -397,12 +402,33 @@ class Source(ApiModel):
     http: HttpSource | None = Field(default=None, description="A JSON REST API.")
     postgres: PostgresSource | None = Field(default=None, description="A PostgreSQL relation.")
     file: FileSource | None = Field(default=None, description="A CSV / Parquet / NDJSON file.")
+    retainFor: str | None = Field(
+        default=None,
+        pattern=DURATION_PATTERN,
+        max_length=32,
+        description=(
+            "Retention: prune raw rows loaded longer ago than this (Go syntax, e.g. 720h). "
+            "Pruning runs at the end of ingest and never removes rows no transform has built "
+            "from yet (see docs/backup.md). Excludes keepLoads."
+        ),
+    )
+    keepLoads: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description=(
+            "Retention: keep the raw rows of the last N loads that wrote rows, prune older "
+            "ones (same rules as retainFor, which it excludes)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Source:
         _exactly_one(self, ("http", "postgres", "file"), f"sources[{self.name}]")
         if self.writeDisposition == "merge" and not self.primaryKey:
             raise ValueError(f"sources[{self.name}].primaryKey: writeDisposition merge needs it")
+        if self.retainFor is not None and self.keepLoads is not None:
+            raise ValueError(f"sources[{self.name}]: set at most one of retainFor, keepLoads")
         return self
 
     @property
@@ -763,6 +789,122 @@ class Storage(ApiModel):
         return self
 
 
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+PREFIX_PATTERN = r"^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*$"
+
+
+class BackupVolume(ApiModel):
+    """Backups on a second PersistentVolumeClaim (never the warehouse's own)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!(has(self.existingClaim) && (has(self.size) || has(self.storageClassName)))",
+                    "existingClaim excludes size and storageClassName",
+                ),
+            ]
+        }
+    )
+
+    existingClaim: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL_PATTERN,
+        max_length=253,
+        description="Use this PVC instead of creating `<name>-backups`.",
+    )
+    size: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$",
+        max_length=32,
+        description="Size of the `<name>-backups` PVC the operator creates (default 1Gi). "
+        "It is kept when the pipeline is deleted.",
+    )
+    storageClassName: str | None = Field(
+        default=None, max_length=253, description="StorageClass of the created PVC."
+    )
+
+    @model_validator(mode="after")
+    def _claim_or_size(self) -> BackupVolume:
+        if self.existingClaim and (self.size or self.storageClassName):
+            raise ValueError("backup.volume.existingClaim excludes size and storageClassName")
+        return self
+
+
+class BackupBucket(ApiModel):
+    """Backups in an S3-compatible bucket; the credentials come from a Secret only."""
+
+    endpoint: str = Field(
+        pattern=r"^https?://",
+        max_length=2048,
+        description="The S3 API endpoint URL, e.g. https://s3.eu-central-1.amazonaws.com or "
+        "http://seaweedfs.storage:8333.",
+    )
+    bucket: str = Field(pattern=BUCKET_PATTERN, max_length=63, description="Bucket name.")
+    prefix: str | None = Field(
+        default=None,
+        pattern=PREFIX_PATTERN,
+        max_length=512,
+        description="Key prefix; backups go under `<prefix>/<namespace>/<pipeline>/<id>/`.",
+    )
+    region: str = Field(
+        default="us-east-1", max_length=63, description="Region used for request signing."
+    )
+    accessKeyIdSecretRef: SecretKeyRef = Field(description="Secret key holding the access key id.")
+    secretAccessKeySecretRef: SecretKeyRef = Field(
+        description="Secret key holding the secret access key."
+    )
+
+
+class Backup(ApiModel):
+    """Scheduled snapshots of the warehouse (a checkpointed copy of the DuckDB file, taken
+    under the writer's lock) to a second volume or an S3-compatible bucket."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("has(self.volume) != has(self.s3)", "set exactly one of volume, s3")
+            ]
+        }
+    )
+
+    schedule: str = Field(
+        max_length=253,
+        json_schema_extra={"pattern": CRON_PATTERN},
+        description="Cron schedule of the backup CronJob (time zone: spec.timeZone).",
+    )
+    keep: int = Field(
+        default=7, ge=1, le=100, description="Backups kept; older ones are deleted after a backup."
+    )
+    volume: BackupVolume | None = Field(default=None, description="A second volume.")
+    s3: BackupBucket | None = Field(default=None, description="An S3-compatible bucket.")
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, value: str) -> str:
+        return validate_cron(value)
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> Backup:
+        _exactly_one(self, ("volume", "s3"), "backup")
+        return self
+
+
+class History(ApiModel):
+    """How much run history `_duckherd` keeps (runs, check results, column profiles)."""
+
+    keepRuns: int = Field(
+        default=100,
+        ge=2,
+        le=100_000,
+        description=(
+            "Keep the records of the newest N runs in _duckherd.runs, checks and profiles; "
+            "older ones are pruned at the end of ingest. Must exceed every drift check's "
+            "`runs`."
+        ),
+    )
+
+
 class EnvVar(ApiModel):
     """An environment variable for stage pods (a plain value or a Kubernetes valueFrom)."""
 
@@ -890,6 +1032,10 @@ class DataPipelineSpec(ApiModel):
         ),
     )
     storage: Storage = Field(default_factory=Storage, description="The warehouse volume.")
+    backup: Backup | None = Field(default=None, description="Scheduled warehouse backups.")
+    history: History = Field(
+        default_factory=History, description="How much run history _duckherd keeps."
+    )
     pod: PodOverrides = Field(default_factory=PodOverrides, description="Stage pod overrides.")
     backoffLimit: int = Field(default=1, ge=0, le=10, description="Retries of a failed stage Job.")
     activeDeadlineSeconds: int | None = Field(
@@ -924,6 +1070,20 @@ class DataPipelineSpec(ApiModel):
             duplicates = _duplicates([item.name for item in items])
             if duplicates:
                 raise ValueError(f"{field}: duplicate names {', '.join(duplicates)}")
+        return self
+
+    @model_validator(mode="after")
+    def _history_covers_drift_checks(self) -> DataPipelineSpec:
+        wanted = [
+            check.kwargs["runs"]
+            for check in (self.quality.checks if self.quality else [])
+            if isinstance(check.kwargs.get("runs"), int)
+        ]
+        if wanted and self.history.keepRuns <= max(wanted):
+            raise ValueError(
+                f"history.keepRuns {self.history.keepRuns} must exceed the largest drift "
+                f"check `runs` ({max(wanted)}): pruning would remove the runs it compares with"
+            )
         return self
 
     def stages(self) -> list[Stage]:
@@ -1095,6 +1255,62 @@ class WarehouseStatus(ApiModel):
     measuredAt: str | None = Field(default=None, description="When (RFC 3339).")
 
 
+class BackupStatus(ApiModel):
+    """One backup at the destination."""
+
+    id: str = Field(description="Backup id: the value for the duckherd.io/restore annotation.")
+    time: str = Field(description="When the snapshot was taken (RFC 3339).")
+    sizeBytes: int = Field(description="Size of the snapshot in bytes.")
+    runId: str | None = Field(
+        default=None, description="The newest run whose data the snapshot holds."
+    )
+    location: str = Field(description="Where it is (a path on the backup volume, or an s3:// URL).")
+
+
+class BackupsStatus(ApiModel):
+    """The backups and the latest backup Job."""
+
+    lastJob: str | None = Field(default=None, description="The latest backup Job.")
+    lastResult: Literal["Running", "Succeeded", "Failed"] | None = Field(
+        default=None, description="How the latest backup Job ended."
+    )
+    lastTime: str | None = Field(default=None, description="When it ended (RFC 3339).")
+    message: str | None = Field(default=None, description="Its error, if it failed.")
+    pruned: list[str] = Field(
+        default_factory=list, description="Backups the latest Job deleted (beyond `keep`)."
+    )
+    items: list[BackupStatus] = Field(
+        default_factory=list, description="The backups kept, newest first."
+    )
+
+
+class RestoreStatus(ApiModel):
+    """The latest restore requested with the duckherd.io/restore annotation."""
+
+    backupId: str = Field(description="The backup restored.")
+    job: str | None = Field(default=None, description="The restore Job.")
+    result: Literal["Pending", "Running", "Succeeded", "Failed"] = Field(
+        description="Where the restore is."
+    )
+    startTime: str | None = Field(default=None, description="When the Job started.")
+    completionTime: str | None = Field(default=None, description="When it ended.")
+    runId: str | None = Field(
+        default=None, description="The newest run in the restored warehouse (its cursors)."
+    )
+    message: str | None = Field(default=None, description="What happened, or the error.")
+
+
+class RetentionStatus(ApiModel):
+    """What the latest pruning removed (spec.sources[].retainFor / keepLoads, spec.history)."""
+
+    runId: str | None = Field(default=None, description="The run whose ingest pruned.")
+    prunedAt: str | None = Field(default=None, description="When (RFC 3339).")
+    rowsPruned: int = Field(default=0, description="Rows pruned in all by that run.")
+    tables: dict[str, int] = Field(
+        default_factory=dict, description="Rows pruned per table (raw and _duckherd)."
+    )
+
+
 class DataPipelineStatus(ApiModel):
     """What the operator observed. The contract is docs/status.md: `Ready`, `Stalled` and
     `Reconciling` tell deployment health (what kstatus, Flux and Argo CD read); `DataReady`,
@@ -1162,6 +1378,15 @@ class DataPipelineStatus(ApiModel):
         default=None,
         description="The warehouse's size and its volume's capacity and free space.",
     )
+    backups: BackupsStatus | None = Field(
+        default=None, description="Backups (spec.backup) and the latest backup Job."
+    )
+    restore: RestoreStatus | None = Field(
+        default=None, description="The latest restore (annotation duckherd.io/restore)."
+    )
+    retention: RetentionStatus | None = Field(
+        default=None, description="What the latest pruning removed."
+    )
 
 
 class ObjectMeta(BaseModel):
@@ -1173,12 +1398,17 @@ class ObjectMeta(BaseModel):
     namespace: str | None = None
 
 
-def iter_secret_refs(spec: DataPipelineSpec, stage: Stage | None = None) -> list[SecretKeyRef]:
-    """The Secret references a stage uses (all of them without `stage`). The operator maps
-    exactly these into that stage's pod env: a stage never sees another stage's secrets, and
-    a missing publish Secret does not stop ingest."""
+def iter_secret_refs(spec: DataPipelineSpec, stage: str | None = None) -> list[SecretKeyRef]:
+    """The Secret references a stage (or the backup / restore task) uses (all of them without
+    `stage`). The operator maps exactly these into that pod's env: a stage never sees another
+    stage's secrets, and a missing publish Secret does not stop ingest."""
     found: list[SecretKeyRef] = []
-    parts: dict[str, object] = {"ingest": spec.sources, "publish": spec.publish}
+    parts: dict[str, object] = {
+        "ingest": spec.sources,
+        "publish": spec.publish,
+        "backup": spec.backup,
+        "restore": spec.backup,
+    }
     root: object = spec if stage is None else parts.get(stage, [])
 
     def walk(node: object) -> None:

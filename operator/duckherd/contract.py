@@ -22,6 +22,9 @@ WAREHOUSE_MOUNT: Final = "/warehouse"
 WAREHOUSE_FILE: Final = "warehouse.duckdb"
 WAREHOUSE_PATH: Final = f"{WAREHOUSE_MOUNT}/{WAREHOUSE_FILE}"
 
+BACKUP_MOUNT: Final = "/backups"
+"""A `spec.backup.volume` claim is mounted here in the backup and restore pods."""
+
 DBT_CONFIGMAP_MOUNT: Final = f"{SPEC_MOUNT}/dbt-project"
 """`spec.transform.dbt.project.configMap` is mounted here in the transform pod (flat keys)."""
 
@@ -34,6 +37,10 @@ RAW_SCHEMA: Final = "raw"
 """Ingest writes `raw.<source>`."""
 MARTS_SCHEMA: Final = "marts"
 """The pipeline's final models; a table named without a schema (checks, publish) is here."""
+
+# --- Tasks beside the stages ----------------------------------------------------------------
+TASKS: Final = ("backup", "restore")
+"""Jobs that are not stages of a run: `duckherd job backup|restore`, label duckherd.io/stage."""
 
 # --- Environment of a stage pod ------------------------------------------------------------
 ENV_SPEC: Final = "DUCKHERD_SPEC"
@@ -56,6 +63,10 @@ ENV_DBT_CONFIGMAP_DIR: Final = "DUCKHERD_DBT_CONFIGMAP_DIR"
 """Overrides DBT_CONFIGMAP_MOUNT (tests and local runs)."""
 ENV_DBT_LOG_LEVEL: Final = "DUCKHERD_DBT_LOG_LEVEL"
 """dbt's log level in the transform stage."""
+ENV_BACKUP_DIR: Final = "DUCKHERD_BACKUP_DIR"
+"""Where a `spec.backup.volume` is (default BACKUP_MOUNT)."""
+ENV_BACKUP_ID: Final = "DUCKHERD_BACKUP_ID"
+"""The backup a restore pod brings back (from the duckherd.io/restore annotation)."""
 ENV_INGEST_MEMORY_LIMIT: Final = "DUCKHERD_INGEST_MEMORY_LIMIT"
 """DuckDB's memory_limit during ingest."""
 
@@ -78,5 +89,9 @@ LABEL_JOB_NAME: Final = "job-name"
 """Set by Kubernetes on a Job's pods."""
 ANNOTATION_RUN_NOW: Final = "duckherd.io/run-now"
 """On a DataPipeline: a new value starts a run."""
+ANNOTATION_RESTORE: Final = "duckherd.io/restore"
+"""On a DataPipeline: restore this backup id (a one-off Job; the operator removes it after)."""
+ANNOTATION_BACKUP_ID: Final = "duckherd.io/backup-id"
+"""On a restore Job: the backup it restores."""
 ANNOTATION_GENERATION: Final = "duckherd.io/generation"
 """On a stage Job: the DataPipeline generation it was built from."""

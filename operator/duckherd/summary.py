@@ -187,3 +187,80 @@ def decode(message: str | bytes | None, stage: str | None = None) -> StageSummar
     if stage is not None and summary.stage != stage:
         raise SummaryError(f"summary is for stage {summary.stage!r}, expected {stage!r}")
     return summary
+
+
+# --------------------------------------------------------------------------- backup / restore
+
+
+class BackupRecord(BaseModel):
+    """One backup, as its `backup.json` at the destination describes it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    time: str
+    sizeBytes: int
+    runId: str | None = None
+    location: str
+    sha256: str | None = None
+    duckdb: str | None = Field(default=None, description="DuckDB version that wrote the file")
+
+
+class TaskSummary(BaseModel):
+    """What a backup or restore Job did (its termination message, like a StageSummary)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    v: int = SUMMARY_VERSION
+    task: Literal["backup", "restore"]
+    ok: bool
+    startedAt: str | None = None
+    finishedAt: str | None = None
+    backup: BackupRecord | None = Field(default=None, description="the backup made or restored")
+    backups: list[BackupRecord] = Field(
+        default_factory=list, description="the backups at the destination, newest first"
+    )
+    pruned: list[str] = Field(default_factory=list, description="backups deleted beyond keep")
+    error: str | None = None
+    truncated: bool = False
+
+
+def _dump_task(summary: TaskSummary) -> bytes:
+    data = summary.model_dump(mode="json", exclude_defaults=True)
+    data["task"], data["ok"] = summary.task, summary.ok
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_task(summary: TaskSummary, limit: int = MAX_BYTES) -> bytes:
+    """Serialize within `limit` bytes: the oldest listed backups go first, then the error's end."""
+    slim = summary.model_copy(deep=True)
+    encoded = _dump_task(slim)
+    while len(encoded) > limit and (slim.backups or slim.pruned):
+        slim.truncated = True
+        if slim.pruned:
+            slim.pruned.pop()
+        else:
+            slim.backups.pop()
+        encoded = _dump_task(slim)
+    if len(encoded) > limit and slim.error:
+        slim.error = slim.error[: max(0, len(slim.error) - (len(encoded) - limit) - 20)] + "…"
+        encoded = _dump_task(slim)
+    return encoded[:limit]
+
+
+def decode_task(message: str | bytes | None, task: str | None = None) -> TaskSummary:
+    """Parse a backup or restore Job's termination message; SummaryError says what is wrong."""
+    if isinstance(message, bytes):
+        message = message.decode(errors="replace")
+    if message is None or not message.strip():
+        raise SummaryError("empty termination message")
+    last_line = message.strip().splitlines()[-1]
+    try:
+        summary = TaskSummary.model_validate_json(last_line)
+    except ValidationError as error:
+        details = describe_validation_errors(error.errors())
+        message = f"termination message is not a {task or 'task'} summary: {details}"
+        raise SummaryError(message) from error
+    if task is not None and summary.task != task:
+        raise SummaryError(f"summary is for {summary.task!r}, expected {task!r}")
+    return summary

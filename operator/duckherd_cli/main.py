@@ -9,6 +9,9 @@ import typer
 
 from duckherd import __version__
 from duckherd.contract import (
+    BACKUP_MOUNT,
+    ENV_BACKUP_DIR,
+    ENV_BACKUP_ID,
     ENV_RUN_ID,
     ENV_SPEC,
     ENV_TERMINATION_LOG,
@@ -110,7 +113,9 @@ def run_operator(
 
 @app.command()
 def job(
-    stage: Annotated[str, typer.Argument(help="ingest | transform | check | publish")],
+    stage: Annotated[
+        str, typer.Argument(help="ingest | transform | check | publish | backup | restore")
+    ],
     spec: Annotated[
         Path, typer.Option(envvar=ENV_SPEC, help="Pipeline manifest or spec file.")
     ] = Path(SPEC_PATH),
@@ -123,23 +128,44 @@ def job(
     run_id: Annotated[
         str | None, typer.Option(envvar=ENV_RUN_ID, help="Run id shared by a run's stages.")
     ] = None,
+    backup_dir: Annotated[
+        Path, typer.Option(envvar=ENV_BACKUP_DIR, help="The backup volume (backup, restore).")
+    ] = Path(BACKUP_MOUNT),
+    backup_id: Annotated[
+        str | None, typer.Option(envvar=ENV_BACKUP_ID, help="The backup to restore.")
+    ] = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """Run one pipeline stage (what a stage pod runs)."""
+    """Run one pipeline stage, or a backup or restore (what a Job's pod runs)."""
     import logging
     import os
     import sys
 
-    from duckherd_jobs.runner import run_stage_cli
+    from duckherd.contract import TASKS
 
-    code = run_stage_cli(
-        stage,
-        spec_path=spec,
-        warehouse=warehouse,
-        termination_log=termination_log,
-        run_id=run_id,
-        verbose=verbose,
-    )
+    if stage in TASKS:
+        from duckherd_jobs.backup import run_task_cli
+
+        code = run_task_cli(
+            stage,
+            spec_path=spec,
+            warehouse=warehouse,
+            backup_dir=backup_dir,
+            termination_log=termination_log,
+            backup_id=backup_id,
+            verbose=verbose,
+        )
+    else:
+        from duckherd_jobs.runner import run_stage_cli
+
+        code = run_stage_cli(
+            stage,
+            spec_path=spec,
+            warehouse=warehouse,
+            termination_log=termination_log,
+            run_id=run_id,
+            verbose=verbose,
+        )
     # The summary is written and the warehouse closed: skip interpreter teardown, which with
     # Great Expectations and dbt loaded costs about a second per stage pod.
     logging.shutdown()
@@ -177,6 +203,70 @@ def run(
             stages=stages,
             verbose=verbose,
             lineage_file=lineage_file,
+        )
+    )
+
+
+WarehouseOption = Annotated[
+    Path | None, typer.Option(help="DuckDB file (default: .warehouse/<name>.duckdb).")
+]
+BackupDirOption = Annotated[
+    Path | None,
+    typer.Option(help="Where spec.backup.volume backups go (default: .warehouse/backups)."),
+]
+
+
+@app.command()
+def backup(
+    manifest: Annotated[Path, typer.Argument(help="DataPipeline manifest with spec.backup.")],
+    warehouse: WarehouseOption = None,
+    backup_dir: BackupDirOption = None,
+    list_only: Annotated[
+        bool, typer.Option("--list", help="Only list the backups at the destination.")
+    ] = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Back the local warehouse up to spec.backup's destination (or list the backups there).
+
+    Exits 0 on success, 1 when the backup failed (one line says why), 2 when the manifest
+    or the options are wrong."""
+    from duckherd_jobs.local import backup_local
+
+    raise typer.Exit(
+        backup_local(
+            manifest,
+            warehouse=warehouse,
+            backup_dir=backup_dir,
+            list_only=list_only,
+            verbose=verbose,
+        )
+    )
+
+
+@app.command()
+def restore(
+    manifest: Annotated[Path, typer.Argument(help="DataPipeline manifest with spec.backup.")],
+    backup_id: Annotated[
+        str, typer.Argument(help="The backup to restore (`duckherd backup --list`), or latest.")
+    ],
+    warehouse: WarehouseOption = None,
+    backup_dir: BackupDirOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Replace the local warehouse with a backup, cursors included: the next run goes on
+    from the backup's state.
+
+    Exits 0 on success, 1 when the restore failed (one line says why; the warehouse is then
+    unchanged), 2 when the manifest or the options are wrong."""
+    from duckherd_jobs.local import restore_local
+
+    raise typer.Exit(
+        restore_local(
+            manifest,
+            backup_id,
+            warehouse=warehouse,
+            backup_dir=backup_dir,
+            verbose=verbose,
         )
     )
 

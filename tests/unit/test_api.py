@@ -35,6 +35,20 @@ def test_stages_follow_the_spec() -> None:
     assert DataPipelineSpec.model_validate(minimal).stages() == ["ingest"]
 
 
+S3 = {
+    "endpoint": "http://s3.storage:8333",
+    "bucket": "backups",
+    "accessKeyIdSecretRef": {"name": "s3", "key": "id"},
+    "secretAccessKeySecretRef": {"name": "s3", "key": "secret"},
+}
+FILE_SOURCE = {"name": "a", "file": {"path": "/a", "format": "csv"}}
+DRIFT_CHECK = {
+    "table": "marts.x",
+    "expectation": "expect_column_drift_to_be_within",
+    "kwargs": {"column": "v", "runs": 5},
+}
+
+
 def _error(body: dict[str, Any]) -> str:
     with pytest.raises(ValidationError) as caught:
         DataPipelineSpec.model_validate(body)
@@ -85,6 +99,33 @@ def _error(body: dict[str, Any]) -> str:
             spec(quality={"checks": [{"table": "marts.x", "expectation": "expect_magic"}]}),
             "expectation",
         ),
+        (spec(backup={"schedule": "@daily"}), "backup: set exactly one of volume, s3"),
+        (
+            spec(backup={"schedule": "@daily", "volume": {}, "s3": S3}),
+            "backup: set exactly one of volume, s3",
+        ),
+        (
+            spec(backup={"schedule": "@daily", "volume": {"existingClaim": "b", "size": "1Gi"}}),
+            "existingClaim excludes size",
+        ),
+        (spec(backup={"schedule": "@daily", "keep": 0, "volume": {}}), "backup.keep"),
+        (spec(backup={"schedule": "@daily", "s3": {**S3, "bucket": "No_Such"}}), "bucket"),
+        (
+            spec(backup={"schedule": "@daily", "s3": {**S3, "accessKey": "inline"}}),
+            "accessKey",
+        ),
+        (
+            spec(sources=[{**FILE_SOURCE, "retainFor": "720h", "keepLoads": 3}]),
+            "sources[a]: set at most one of retainFor, keepLoads",
+        ),
+        (spec(sources=[{**FILE_SOURCE, "retainFor": "30 days"}]), "retainFor"),
+        (
+            spec(
+                history={"keepRuns": 5},
+                quality={"checks": [DRIFT_CHECK]},
+            ),
+            "history.keepRuns 5 must exceed the largest drift check `runs` (5)",
+        ),
     ],
 )
 def test_invalid_specs_name_the_problem(body: dict[str, Any], expected: str) -> None:
@@ -132,3 +173,21 @@ def test_quantities_take_integers_and_strings() -> None:
 )
 def test_the_crd_cron_pattern_admits_what_cronjobs_take(schedule: str, admitted: bool) -> None:
     assert bool(re.fullmatch(CRON_PATTERN, schedule)) is admitted
+
+
+def test_backup_credentials_reach_only_the_backup_and_restore_pods() -> None:
+    parsed = DataPipelineSpec.model_validate(spec(backup={"schedule": "@daily", "s3": S3}))
+    wanted = ["s3/id", "s3/secret"]
+    for task in ("backup", "restore"):
+        assert [f"{r.name}/{r.key}" for r in iter_secret_refs(parsed, task)] == wanted
+    for stage in parsed.stages():
+        assert not {f"{r.name}/{r.key}" for r in iter_secret_refs(parsed, stage)} & set(wanted)
+
+
+def test_retention_and_history_parse() -> None:
+    parsed = DataPipelineSpec.model_validate(
+        spec(sources=[{**FILE_SOURCE, "keepLoads": 3}], history={"keepRuns": 6})
+    )
+    assert parsed.sources[0].keepLoads == 3
+    assert parsed.history.keepRuns == 6
+    assert DataPipelineSpec.model_validate(VALID_SPEC).history.keepRuns == 100

@@ -68,6 +68,12 @@ def test_cross_field_rules_are_cel() -> None:
     assert schema["properties"]["sources"]["x-kubernetes-list-map-keys"] == ["name"]
     storage_rules = [v["rule"] for v in schema["properties"]["storage"]["x-kubernetes-validations"]]
     assert any("existingClaim" in rule and "size" in rule for rule in storage_rules)
+    backup = schema["properties"]["backup"]
+    assert [v["rule"] for v in backup["x-kubernetes-validations"]] == [
+        "has(self.volume) != has(self.s3)"
+    ]
+    source_rules = [v["message"] for v in source["x-kubernetes-validations"]]
+    assert "set at most one of retainFor, keepLoads" in source_rules
 
 
 def test_printer_columns_and_names() -> None:
