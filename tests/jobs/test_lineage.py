@@ -100,7 +100,11 @@ def test_a_hanging_receiver_costs_one_bounded_timeout(tmp_path: Path) -> None:
     result, events = run_with_receiver(tmp_path, "hang", DUCKHERD_LINEAGE_TIMEOUT="1")
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert len(events) == 1
+    # Lineage went off after the first event: nothing after START reached the receiver. (The
+    # client's own thread may still re-send that START after its socket timeout when the run
+    # outlives it, as on a loaded machine; that is the same event, not a new one.)
+    assert {e["eventType"] for e in events} == {"START"}
+    assert len({e["run"]["runId"] for e in events}) == 1
     assert "no answer within 1.0s" in result.stderr
 
 
