@@ -2,7 +2,7 @@
 
 Starts, on free loopback ports, the demo customers API and local Redis and PostgreSQL
 servers (the publish targets), points the manifest at them through the same env vars a stage
-pod would get (`DUCKHERD_SOURCE_URL_CUSTOMERS`, `DUCKHERD_SECRET_*`), runs
+pod would get (`DUCKHERD_SOURCE_URL_CUSTOMERS` / `_ORDERS`, `DUCKHERD_SECRET_*`), runs
 `duckherd run examples/customer-analytics/pipeline.yaml` (ingest → dbt → checks → publish)
 into .warehouse/customer-analytics.duckdb, shows what the targets now serve, and stops
 everything. Exits non-zero when a stage fails. Run it again: the second run loads only what
@@ -29,7 +29,7 @@ import psycopg2  # noqa: E402
 import redis  # noqa: E402
 from tests.services import shared_servers  # noqa: E402
 
-from duckherd_jobs.demo_source import DemoSource  # noqa: E402
+from duckherd_jobs.demo_source import DemoSource, source_url_env  # noqa: E402
 
 MANIFEST = REPO / "examples" / "customer-analytics" / "pipeline.yaml"
 
@@ -62,10 +62,10 @@ def main() -> int:
     warehouse = str(warehouse_path())
     with DemoSource(customers) as api, shared_servers(serving_root()) as servers:
         pg, cache = servers.postgres, servers.redis
-        print(f"demo source: {customers} customers on {api}/customers")
+        print(f"demo source: {customers} customers and their orders on {api}/customers, /orders")
         env = {
             **os.environ,
-            "DUCKHERD_SOURCE_URL_CUSTOMERS": f"{api}/customers",
+            **source_url_env(api),
             "DUCKHERD_SECRET_DUCKHERD_CACHE_URL": cache.url(),
             "DUCKHERD_SECRET_DUCKHERD_APPDB_DSN": pg.dsn(),
         }

@@ -1,4 +1,4 @@
-"""A deterministic, Salesforce-like customers API that stands in for a real one.
+"""A deterministic, Salesforce-like customers and orders API that stands in for a real one.
 
 `GET /customers?page=1&page_size=1000&updated_since=<ISO 8601>` answers
 `{"data": [...], "page": n, "page_size": m, "total": N}` plus an RFC 8288 `Link: <...>;
@@ -7,6 +7,10 @@ rel="next"` header while more pages follow. Customers were created over the five
 (default: now floored to the hour) and the latest `updated_at` is less than an hour before it,
 so a freshness check on the loaded data passes. The same (customers, as_of, seed) always
 serves the same bytes.
+
+`GET /orders` pages the same way through the orders of the last 30 days (about 1.5 per
+customer): each order belongs to a served customer, each customer orders at the pace of their
+lifetime `orders_count`, and `updated_since` filters on `ordered_at` (orders are immutable).
 
 Every record is rendered to JSON bytes once at start-up: a page is then a join of ready bytes,
 so the server keeps up with a client reading a million records (benchmark B1).
@@ -18,6 +22,7 @@ import json
 import math
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +31,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import numpy as np
+
+from duckherd.contract import ENV_SOURCE_URL_PREFIX
 
 YEARS_OF_HISTORY = 5
 YEARLY_GROWTH = 1.2
@@ -97,6 +104,10 @@ _COUNTRIES = (
     ("IN", 3),
 )
 _SEGMENTS = (("SMB", 60, 80.0), ("Mid-Market", 30, 900.0), ("Enterprise", 10, 12_000.0))
+ORDERS_WINDOW_DAYS = 30
+SOURCES = ("customers", "orders")
+"""The paths the API serves, named like the example's sources that read them."""
+_ORDER_STATUSES = (("completed", 90), ("returned", 6), ("cancelled", 4))
 
 
 def default_as_of() -> datetime:
@@ -136,15 +147,20 @@ def _utc_texts(epochs: np.ndarray[Any, Any]) -> list[str]:
     return np.datetime_as_string(epochs.astype("datetime64[s]"), unit="s").tolist()  # type: ignore[no-any-return]
 
 
-def render_customers(
-    count: int, as_of: datetime, seed: int = DEFAULT_SEED, revenue_scale: float = 1.0
-) -> tuple[list[bytes], list[int]]:
-    """Each customer's JSON bytes and `updated_at` (epoch seconds), ordered by id.
+@dataclass(frozen=True)
+class _Customers:
+    """The drawn columns every customer record and the orders are rendered from."""
 
-    Columns are drawn with numpy and each record is %-formatted rather than json.dumps'd
-    dicts: a million records render in about two seconds instead of twenty. Every value is a
-    number or a word from the fixed lists above, so nothing needs escaping.
-    """
+    created: np.ndarray[Any, Any]  # epoch seconds
+    updated: np.ndarray[Any, Any]
+    orders: np.ndarray[Any, Any]  # lifetime orders_count
+    revenue: np.ndarray[Any, Any]  # lifetime total_revenue
+    rng: np.random.Generator  # positioned after the numeric columns (names come next)
+
+
+def _draw_customers(
+    count: int, as_of: datetime, seed: int, revenue_scale: float
+) -> tuple[_Customers, np.ndarray[Any, Any]]:
     rng = np.random.default_rng(seed)
     now = int(as_of.timestamp())
     year = 365.25 * 86400
@@ -166,6 +182,20 @@ def render_customers(
     )
     # revenue_scale shifts the revenue distribution (every value stays positive): drift demos.
     revenue = np.round(orders * scales * rng.lognormal(0, 0.5, count) * revenue_scale, 2)
+    return _Customers(created, updated, orders, revenue, rng), segment_index
+
+
+def render_customers(
+    count: int, as_of: datetime, seed: int = DEFAULT_SEED, revenue_scale: float = 1.0
+) -> tuple[list[bytes], list[int]]:
+    """Each customer's JSON bytes and `updated_at` (epoch seconds), ordered by id.
+
+    Columns are drawn with numpy and each record is %-formatted rather than json.dumps'd
+    dicts: a million records render in about two seconds instead of twenty. Every value is a
+    number or a word from the fixed lists above, so nothing needs escaping.
+    """
+    drawn, segment_index = _draw_customers(count, as_of, seed, revenue_scale)
+    rng = drawn.rng
     first = _choice(rng, _NAME_WORDS, count)
     second = _choice(rng, _NAME_WORDS, count)
     suffix = _choice(rng, _NAME_SUFFIXES, count)
@@ -173,7 +203,7 @@ def render_customers(
     country = _choice(rng, [c for c, _ in _COUNTRIES], count, [w for _, w in _COUNTRIES])
     segment = [_SEGMENTS[i][0] for i in segment_index.tolist()]
     active = ["true" if a else "false" for a in (rng.random(count) < 0.9).tolist()]
-    created_text, updated_text = _utc_texts(created), _utc_texts(updated)
+    created_text, updated_text = _utc_texts(drawn.created), _utc_texts(drawn.updated)
     rendered = [
         (
             _RECORD
@@ -193,24 +223,53 @@ def render_customers(
             )
         ).encode()
         for i, (revenue_i, orders_i) in enumerate(
-            zip(revenue.tolist(), orders.tolist(), strict=True)
+            zip(drawn.revenue.tolist(), drawn.orders.tolist(), strict=True)
         )
     ]
-    return rendered, updated.tolist()
+    return rendered, drawn.updated.tolist()
 
 
-class CustomerCatalog:
-    """Pre-rendered customers and the page bodies cut from them."""
+_ORDER = '{"order_id":%d,"customer_id":%d,"ordered_at":"%sZ","status":"%s","order_total":%.2f}'
 
-    def __init__(
-        self,
-        customers: int,
-        as_of: datetime,
-        seed: int = DEFAULT_SEED,
-        revenue_scale: float = 1.0,
-    ) -> None:
+
+def render_orders(
+    customers: int, as_of: datetime, seed: int = DEFAULT_SEED
+) -> tuple[list[bytes], list[int]]:
+    """The last 30 days of orders of the customers `render_customers` serves: JSON bytes and
+    `ordered_at` (epoch seconds), ordered by time (order ids follow it).
+
+    A customer orders at their lifetime pace (`orders_count` over their age), so the window
+    holds a Poisson draw of that rate; each order is worth about the customer's average
+    order value. A second generator draws the orders: the customers' bytes stay the same.
+    """
+    drawn, _ = _draw_customers(customers, as_of, seed, 1.0)
+    rng = np.random.default_rng(seed + 1)
+    now = int(as_of.timestamp())
+    window = np.minimum(now - drawn.created, ORDERS_WINDOW_DAYS * 86400)
+    rate = drawn.orders / np.maximum(now - drawn.created, 86400)
+    per_customer = rng.poisson(rate * window)
+    owner = np.repeat(np.arange(customers), per_customer)
+    ordered = now - 3600 - (rng.random(len(owner)) * (window[owner] - 3600)).astype(np.int64)
+    average = drawn.revenue / np.maximum(drawn.orders, 1)
+    totals = np.round(np.maximum(average[owner], 5.0) * rng.lognormal(0, 0.3, len(owner)), 2)
+    status = _choice(
+        rng, [s for s, _ in _ORDER_STATUSES], len(owner), [w for _, w in _ORDER_STATUSES]
+    )
+    by_time = np.argsort(ordered, kind="stable")
+    ordered_text = _utc_texts(ordered[by_time])
+    rendered = [
+        (_ORDER % (n + 1, owner[i] + 1, ordered_text[n], status[i], totals[i])).encode()
+        for n, i in enumerate(by_time.tolist())
+    ]
+    return rendered, ordered[by_time].tolist()
+
+
+class Catalog:
+    """Pre-rendered records, their cursor timestamps, and the page bodies cut from them."""
+
+    def __init__(self, rendered: list[bytes], stamps: list[int], as_of: datetime) -> None:
         self.as_of = as_of
-        self._rendered, self._updated = render_customers(customers, as_of, seed, revenue_scale)
+        self._rendered, self._updated = rendered, stamps
         self._filtered: dict[float, list[int]] = {}
         self._lock = threading.Lock()
 
@@ -241,6 +300,22 @@ class CustomerCatalog:
         return head + b",".join(chosen) + tail, total
 
 
+def source_url_env(api: str) -> dict[str, str]:
+    """The `DUCKHERD_SOURCE_URL_<SOURCE>` variables that point the example's sources (one
+    per path this API serves, named like it) at the demo API running at `api`."""
+    return {f"{ENV_SOURCE_URL_PREFIX}{name.upper()}": f"{api}/{name}" for name in SOURCES}
+
+
+def build_catalogs(
+    customers: int, as_of: datetime, seed: int = DEFAULT_SEED, revenue_scale: float = 1.0
+) -> dict[str, Catalog]:
+    """What the demo API serves, by path."""
+    return {
+        "/customers": Catalog(*render_customers(customers, as_of, seed, revenue_scale), as_of),
+        "/orders": Catalog(*render_orders(customers, as_of, seed), as_of),
+    }
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _DemoServer
@@ -253,8 +328,10 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path == "/healthz":
             send_json(self, HTTPStatus.OK, b'{"ok":true}')
             return
-        if url.path != "/customers":
-            send_json(self, HTTPStatus.NOT_FOUND, b'{"error":"not found: use /customers"}')
+        catalog = self.server.catalogs.get(url.path)
+        if catalog is None:
+            body = b'{"error":"not found: use /customers or /orders"}'
+            send_json(self, HTTPStatus.NOT_FOUND, body)
             return
         try:
             page, page_size, since = _parse_query(url.query)
@@ -263,14 +340,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if self.server.latency_seconds:
             threading.Event().wait(self.server.latency_seconds)
-        body, total = self.server.catalog.page(page, page_size, since)
+        body, total = catalog.page(page, page_size, since)
         headers = {}
         if page * page_size < total:
             query: dict[str, str | int] = {"page": page + 1, "page_size": page_size}
             if since is not None:
                 query["updated_since"] = iso(since)
             host = self.headers.get("Host") or self.server.host_and_port
-            headers["Link"] = f'<http://{host}/customers?{urlencode(query)}>; rel="next"'
+            headers["Link"] = f'<http://{host}{url.path}?{urlencode(query)}>; rel="next"'
         send_json(self, HTTPStatus.OK, body, headers)
 
 
@@ -312,10 +389,10 @@ class _DemoServer(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(
-        self, address: tuple[str, int], catalog: CustomerCatalog, latency_seconds: float
+        self, address: tuple[str, int], catalogs: Mapping[str, Catalog], latency_seconds: float
     ) -> None:
         super().__init__(address, _Handler)
-        self.catalog = catalog
+        self.catalogs = catalogs
         self.latency_seconds = latency_seconds
 
     @property
@@ -338,8 +415,9 @@ class DemoSource:
         latency_seconds: float = 0.0,
         revenue_scale: float = 1.0,
     ) -> None:
-        self.catalog = CustomerCatalog(customers, as_of or default_as_of(), seed, revenue_scale)
-        self._server = _DemoServer((host, port), self.catalog, latency_seconds)
+        catalogs = build_catalogs(customers, as_of or default_as_of(), seed, revenue_scale)
+        self.catalog, self.orders = catalogs["/customers"], catalogs["/orders"]
+        self._server = _DemoServer((host, port), catalogs, latency_seconds)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -371,11 +449,12 @@ def serve(
     latency_seconds: float = 0.0,
 ) -> None:
     """Serve until interrupted (`duckherd demo-source`)."""
-    catalog = CustomerCatalog(customers, as_of or default_as_of(), seed)
-    server = _DemoServer((host, port), catalog, latency_seconds)
+    catalogs = build_catalogs(customers, as_of or default_as_of(), seed)
+    server = _DemoServer((host, port), catalogs, latency_seconds)
+    customers_served, orders = catalogs["/customers"], catalogs["/orders"]
     print(
-        f"demo source: {len(catalog)} customers as of {iso(catalog.as_of)} on "
-        f"http://{server.host_and_port}/customers",
+        f"demo source: {len(customers_served)} customers and {len(orders)} orders as of "
+        f"{iso(customers_served.as_of)} on http://{server.host_and_port}/customers and /orders",
         flush=True,
     )
     try:

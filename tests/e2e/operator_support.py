@@ -373,8 +373,9 @@ def can_i(who: str, verb: str, resource: str, namespace: str) -> bool:
 # --------------------------------------------------------------------------- pipelines
 
 
-def load_example(source_url: str, *, publish: bool = False) -> dict[str, Any]:
-    """The example pipeline, its source pointed at `source_url` (the demo API on this host).
+def load_example(api: str, *, publish: bool = False) -> dict[str, Any]:
+    """The example pipeline, its sources pointed at the demo API at `api` (on this host):
+    each http source reads the API path named like it (`/customers`, `/orders`).
 
     Without `publish` the publish targets are left out (they need Redis and PostgreSQL
     Secrets); test_operator_publish.py runs the example with them."""
@@ -383,7 +384,7 @@ def load_example(source_url: str, *, publish: bool = False) -> dict[str, Any]:
         pipeline["spec"].pop("publish", None)
     for source in pipeline["spec"]["sources"]:
         if "http" in source:
-            source["http"]["url"] = source_url
+            source["http"]["url"] = f"{api}/{source['name']}"
     return pipeline
 
 

@@ -130,7 +130,7 @@ def test_stage_pods_service_account_can_do_nothing(
 def test_schema_violation_is_rejected_with_the_field_path(
     operator: Operator, namespace: str, kubectl: Kubectl
 ) -> None:
-    example = load_example("http://127.0.0.1:9/customers")
+    example = load_example("http://127.0.0.1:9")
     bad_enum = json.loads(json.dumps(example))
     bad_enum["spec"]["sources"][0]["writeDisposition"] = "upsert"
     with pytest.raises(
@@ -178,9 +178,9 @@ def _no_children_of(namespace: str, name: str) -> Callable[[], bool]:
 def test_pvc_is_kept_on_delete_unless_retain_on_delete_is_false(
     operator: Operator, namespace: str, kubectl: Kubectl
 ) -> None:
-    kept = load_example("http://127.0.0.1:9/customers")
+    kept = load_example("http://127.0.0.1:9")
     kept["metadata"]["name"] = "kept"
-    dropped = load_example("http://127.0.0.1:9/customers")
+    dropped = load_example("http://127.0.0.1:9")
     dropped["metadata"]["name"] = "dropped"
     dropped["spec"]["storage"]["retainOnDelete"] = False
     apply_manifest(kept, namespace)
@@ -232,7 +232,7 @@ def test_a_pipeline_can_be_deleted_while_the_operator_is_down(
     operator: Operator, namespace: str, kubectl: Kubectl
 ) -> None:
     """docs/architecture.md: no finalizer that blocks deletes while the operator is down."""
-    apply_manifest(load_example("http://127.0.0.1:9/customers"), namespace)
+    apply_manifest(load_example("http://127.0.0.1:9"), namespace)
     wait_until("children", lambda: _children_exist(namespace, PIPELINE), timeout=120)
     assert not get_pipeline(namespace, PIPELINE)["metadata"].get("finalizers")
     operator.scale(0)
@@ -247,7 +247,7 @@ def test_helm_uninstall_keeps_the_crd_and_the_data(
     operator: Operator, namespace: str, kubectl: Kubectl
 ) -> None:
     """Runs last: it uninstalls the module's release."""
-    apply_manifest(load_example("http://127.0.0.1:9/customers"), namespace)
+    apply_manifest(load_example("http://127.0.0.1:9"), namespace)
     wait_until("children", lambda: _children_exist(namespace, PIPELINE), timeout=120)
 
     helm("uninstall", operator.release, "--namespace", operator.namespace, "--wait")

@@ -58,7 +58,7 @@ def test_operator_is_started_for_the_watched_namespace_only(
 def test_roles_suffice_for_the_operator_in_the_watched_namespace(
     operator: Operator, watched: str, kubectl: Kubectl
 ) -> None:
-    manifest = load_example("http://127.0.0.1:9/customers")
+    manifest = load_example("http://127.0.0.1:9")
     apply_manifest(manifest, watched)
     name = manifest["metadata"]["name"]
     wait_until(

@@ -57,9 +57,9 @@ CUSTOMERS = 10_000
 STAGES = ["ingest", "transform", "check"]
 CLAIM = f"{NAME}-warehouse"
 SPEC_FILE = "pipeline.yaml"
-# dbt tests of the example project (dbt/models/*.yml): unique and not_null on both models, and
-# not_null on the source.
-DBT_TESTS = 5
+# dbt tests of the example project (dbt/models/*.yml): unique and not_null on the four models
+# (two staging, two marts), and not_null on the two source tables.
+DBT_TESTS = 10
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def example(
     operator: Operator, demo_api: DemoSource, pipeline_namespace: str, stopwatch: Stopwatch
 ) -> dict[str, Any]:
     """The example applied with kubectl; the time until its children exist is measured."""
-    manifest = load_example(f"{demo_api.url}/customers")
+    manifest = load_example(demo_api.url)
     start = stopwatch.now()
     apply_manifest(manifest, pipeline_namespace)
     wanted = [("configmap", f"{NAME}-spec"), ("pvc", CLAIM)] + [
@@ -195,7 +195,7 @@ def test_example_children_follow_the_spec(example: dict[str, Any], pipeline_name
 
 
 def test_run_by_annotation_chains_stages_and_reports_status(
-    example: dict[str, Any], pipeline_namespace: str, stopwatch: Stopwatch
+    example: dict[str, Any], demo_api: DemoSource, pipeline_namespace: str, stopwatch: Stopwatch
 ) -> None:
     ns = pipeline_namespace
     start = stopwatch.now()
@@ -226,11 +226,13 @@ def test_run_by_annotation_chains_stages_and_reports_status(
     rows = _table_rows(pipeline)
     assert rows["raw.customers"] == CUSTOMERS
     assert rows["marts.customer_analytics"] > 0
-    # ROWS is the final tables' rows (the mart), not raw and mart added together.
-    assert pipeline["status"]["totalRows"] == rows["marts.customer_analytics"]
+    assert rows["raw.orders"] == rows["marts.orders"] == len(demo_api.orders) > 0
+    # ROWS is the final tables' rows (the marts), not raw and marts added together.
+    final = rows["marts.customer_analytics"] + rows["marts.orders"]
+    assert pipeline["status"]["totalRows"] == final
     assert pipeline["status"]["freshness"]["state"] == "Fresh"
     # The example's checks and the dbt tests its transform ran (they count in one verdict).
-    assert pipeline["status"]["quality"]["passed"] == 7 + DBT_TESTS
+    assert pipeline["status"]["quality"]["passed"] == 8 + DBT_TESTS
     assert pipeline["status"]["quality"]["failed"] == 0
     assert pipeline["status"]["observedGeneration"] == pipeline["metadata"]["generation"]
     assert condition(pipeline, "Ready")["status"] == "True"  # type: ignore[index]

@@ -70,7 +70,7 @@ def example(
             namespace,
         )
     with DemoSource(CUSTOMERS, host=host) as api:
-        manifest = load_example(f"{api}/customers", publish=True)
+        manifest = load_example(api, publish=True)
         apply_manifest(manifest, namespace)
         yield manifest
 

@@ -60,7 +60,7 @@ def fleet(operator: Operator, requests: RequestCounter) -> Iterator[str]:
     ensure_restricted_namespace(namespace)
     names = [f"quiet-{index}" for index in range(PIPELINES)]
     for name in names:
-        manifest = load_example("http://127.0.0.1:9/customers")  # never fetched here
+        manifest = load_example("http://127.0.0.1:9")  # never fetched here
         manifest["metadata"]["name"] = name
         manifest["spec"]["schedule"] = "0 0 1 1 *"
         apply_manifest(manifest, namespace)

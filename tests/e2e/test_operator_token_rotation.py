@@ -166,7 +166,7 @@ def test_a_rotated_token_is_used_without_a_restart(
     assert pod["spec"]["automountServiceAccountToken"] is False
 
     # Works with the first token: children applied, status written.
-    manifest = load_example("http://127.0.0.1:9/customers")  # never run here
+    manifest = load_example("http://127.0.0.1:9")  # never run here
     apply_manifest(manifest, pipeline_namespace)
     wait_until(
         "status of generation 1",

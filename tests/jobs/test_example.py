@@ -20,7 +20,7 @@ import yaml
 
 from duckherd.api import DataPipeline
 from duckherd_jobs.context import StageContext
-from duckherd_jobs.demo_source import DemoSource
+from duckherd_jobs.demo_source import SOURCES, DemoSource
 from duckherd_jobs.runner import (
     ManifestError,
     apply_source_url_overrides,
@@ -54,7 +54,7 @@ def test_the_example_is_the_daily_customer_pipeline() -> None:
     }
     assert spec.freshness is not None
     assert (spec.freshness.warnAfter, spec.freshness.errorAfter) == ("26h", "48h")
-    (source,) = spec.sources
+    source, orders = spec.sources
     assert source.name == "customers"
     assert source.writeDisposition == "merge"
     assert source.primaryKey == ["customer_id"]
@@ -65,6 +65,15 @@ def test_the_example_is_the_daily_customer_pipeline() -> None:
     assert source.http.incrementalParam == "updated_since"
     assert source.http.pagination.type == "page"
     assert source.http.pagination.totalPath == "total"
+    assert (orders.name, orders.writeDisposition, orders.primaryKey) == (
+        "orders",
+        "merge",
+        ["order_id"],
+    )
+    assert orders.incremental is not None
+    assert orders.incremental.cursorField == "ordered_at"
+    assert orders.http is not None
+    assert orders.http.url == "http://duckherd-demo-source:8765/orders"
     assert [(m.name, m.table, m.expression) for m in spec.metrics] == [
         ("customer_count", "marts.customer_analytics", "count(*)"),
         ("average_monthly_ltv", "marts.customer_analytics", "avg(monthly_ltv)"),
@@ -80,9 +89,11 @@ def test_the_example_is_the_daily_customer_pipeline() -> None:
         ("expect_table_row_count_change_to_be_within", None),
         ("expect_column_to_exist", "customer_id"),
         ("expect_column_drift_to_be_within", "monthly_ltv"),
+        ("expect_column_values_to_exist_in_table", "customer_id"),
     }
     assert {c.table for c in spec.quality.checks} == {
         "marts.customer_analytics",
+        "marts.orders",
         "staging.stg_salesforce__customers",
     }
 
@@ -113,33 +124,37 @@ def test_load_manifest_applies_the_override(monkeypatch: pytest.MonkeyPatch) -> 
     assert source.http.url == "http://127.0.0.1:4321/customers"
 
 
-def land_demo_customers(warehouse: Path, customers: int) -> list[dict[str, Any]]:
-    """What ingest lands: every record of the demo API in raw.customers (plus a `_` column)."""
-    records: list[dict[str, Any]] = []
-    with DemoSource(customers) as url:
-        page = 1
-        while True:
-            with urllib.request.urlopen(f"{url}/customers?page={page}&page_size=200") as response:
-                body = json.load(response)
-            records += body["data"]
-            if page * body["page_size"] >= body["total"]:
-                break
-            page += 1
-    landed = warehouse.parent / "customers.json"
-    landed.write_text(json.dumps(records))
-    with duckdb.connect(str(warehouse)) as connection:
+def land_demo_source(warehouse: Path, customers: int) -> dict[str, list[dict[str, Any]]]:
+    """What ingest lands: every record of the demo API's customers and orders in raw.<name>
+    (plus a `_` column)."""
+    landed: dict[str, list[dict[str, Any]]] = {}
+    with DemoSource(customers) as url, duckdb.connect(str(warehouse)) as connection:
         connection.execute("CREATE SCHEMA IF NOT EXISTS raw")
-        connection.execute(
-            "CREATE TABLE raw.customers AS SELECT *, now() AS _duckherd_loaded_at "
-            "FROM read_json(?)",
-            [str(landed)],
-        )
-    return records
+        for name in SOURCES:
+            records: list[dict[str, Any]] = []
+            page = 1
+            while True:
+                with urllib.request.urlopen(f"{url}/{name}?page={page}&page_size=500") as answer:
+                    body = json.load(answer)
+                records += body["data"]
+                if page * body["page_size"] >= body["total"]:
+                    break
+                page += 1
+            file = warehouse.parent / f"{name}.json"
+            file.write_text(json.dumps(records))
+            connection.execute(
+                f"CREATE TABLE raw.{name} AS SELECT *, now() AS _duckherd_loaded_at "
+                "FROM read_json(?)",
+                [str(file)],
+            )
+            landed[name] = records
+    return landed
 
 
 def test_the_example_dbt_project_models_the_demo_source(tmp_path: Path) -> None:
     warehouse = tmp_path / "customer-analytics.duckdb"
-    records = land_demo_customers(warehouse, 700)
+    landed = land_demo_source(warehouse, 700)
+    records = landed["customers"]
     ctx = StageContext(
         pipeline=example(),
         warehouse=warehouse,
@@ -153,6 +168,7 @@ def test_the_example_dbt_project_models_the_demo_source(tmp_path: Path) -> None:
 
     assert summary.ok, summary.error
     assert summary.tables["marts.customer_analytics"].rows == len(records) == 700
+    assert summary.tables["marts.orders"].rows == len(landed["orders"])
     with duckdb.connect(str(warehouse), read_only=True) as connection:
         rows = connection.execute(
             "SELECT customer_id, total_revenue, months_active, monthly_ltv "
@@ -160,8 +176,16 @@ def test_the_example_dbt_project_models_the_demo_source(tmp_path: Path) -> None:
         ).fetchall()
         columns = {
             relation: [r[0] for r in connection.execute(f"DESCRIBE {relation}").fetchall()]
-            for relation in ("staging.stg_salesforce__customers", "marts.customer_analytics")
+            for relation in (
+                "staging.stg_salesforce__customers",
+                "marts.customer_analytics",
+                "staging.stg_salesforce__orders",
+                "marts.orders",
+            )
         }
+        orders = connection.execute(
+            "SELECT order_id, customer_id, order_total, customer_segment FROM marts.orders"
+        ).fetchall()
     staged = columns["staging.stg_salesforce__customers"]
     revenue = {r["customer_id"]: r["total_revenue"] for r in records}
     for customer_id, total_revenue, months_active, monthly_ltv in rows:
@@ -172,6 +196,14 @@ def test_the_example_dbt_project_models_the_demo_source(tmp_path: Path) -> None:
         else:
             assert monthly_ltv == pytest.approx(revenue[customer_id] / months_active)
     assert sorted(r[0] for r in rows) == sorted(revenue)
+    # marts.orders: every order once, each with its customer's segment (none is orphaned).
+    served = {o["order_id"]: o for o in landed["orders"]}
+    assert sorted(o[0] for o in orders) == sorted(served) and len(served) > 0
+    segments = {r["customer_id"]: r["segment"] for r in records}
+    for order_id, customer_id, order_total, segment in orders:
+        assert customer_id == served[order_id]["customer_id"]
+        assert float(order_total) == pytest.approx(served[order_id]["order_total"])
+        assert segment == segments[customer_id]
     assert "_duckherd_loaded_at" not in staged
     described = described_columns(REPO / "dbt" / "models")
     for relation, names in columns.items():
@@ -269,7 +301,7 @@ def test_make_demo_runs_the_example_end_to_end_and_again_incrementally(
     ] * 2
     assert len({run_id for run_id, _, _ in runs}) == 2
     assert marts == (600,)
-    assert checks == (14, 14)  # 7 checks, twice
+    assert checks == (16, 16)  # 8 checks, twice
     # The transform records the dbt tests it ran beside the checks: the same ones each run,
     # all passing on the demo's data.
     assert len(dbt_tests) == 2

@@ -17,7 +17,7 @@ import redis as redis_client
 
 from duckherd.summary import StageSummary
 from duckherd_jobs.context import StageContext
-from duckherd_jobs.demo_source import DemoSource, default_as_of
+from duckherd_jobs.demo_source import DemoSource, default_as_of, source_url_env
 from duckherd_jobs.runner import apply_source_url_overrides, load_manifest, run_stage
 from duckherd_jobs.warehouse import connect
 from tests.services import PostgresServer, RedisServer
@@ -34,7 +34,7 @@ def run_pipeline(
     warehouse: Path, source: str, redis: RedisServer, postgres: PostgresServer, run_id: str
 ) -> dict[str, StageSummary]:
     env = {
-        "DUCKHERD_SOURCE_URL_CUSTOMERS": f"{source}/customers",
+        **source_url_env(source),
         "DUCKHERD_SECRET_DUCKHERD_CACHE_URL": redis.url(),
         "DUCKHERD_SECRET_DUCKHERD_APPDB_DSN": postgres.dsn(),
     }
