@@ -92,11 +92,12 @@ def spread_schedules(count: int, now: datetime) -> list[str]:
 
 
 def fleet_pipelines(count: int, source_url: str, prefix: str = "fleet") -> list[dict[str, Any]]:
-    """The example pipeline without publish, `count` times under numbered names."""
+    """The example pipeline without publish, `count` times under numbered names; each source
+    reads the demo API's path named like it (`source_url` is the API's base URL)."""
     example: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
     example["spec"].pop("publish", None)
     for source in example["spec"]["sources"]:
-        source["http"]["url"] = source_url
+        source["http"]["url"] = f"{source_url}/{source['name']}"
     pipelines = []
     for index, schedule in enumerate(spread_schedules(count, datetime.now(UTC))):
         pipeline = copy.deepcopy(example)
@@ -442,7 +443,7 @@ def main() -> None:
             for size in SIZES:
                 print(f"[bench_fleet] N={size}", flush=True)
                 started = time.monotonic()
-                results.append(run_fleet(cluster, size, RUNS, f"{url}/customers"))
+                results.append(run_fleet(cluster, size, RUNS, url))
                 print(f"[bench_fleet] N={size} took {time.monotonic() - started:.0f}s", flush=True)
     finally:
         restore_env(saved)

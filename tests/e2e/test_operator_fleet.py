@@ -64,7 +64,7 @@ def operator(cluster: Cluster, stage_cpu: str) -> Iterator[Operator]:
 @pytest.fixture(scope="module")
 def demo_api(cluster: Cluster) -> Iterator[str]:
     with DemoSource(CUSTOMERS, host=cluster.need_host_ip()) as url:
-        yield f"{url}/customers"
+        yield url
 
 
 @pytest.fixture(scope="module")
