@@ -251,6 +251,47 @@ class StagePods(Values):
     )
 
 
+class LineageApiKeySecret(Values):
+    name: str = Field(
+        default="",
+        pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$",
+        max_length=253,
+        description="Secret holding the API key, in each pipeline's namespace; empty: no key.",
+    )
+    key: str = Field(
+        default="apiKey",
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        max_length=253,
+        description="Key of the API key in the Secret.",
+    )
+
+
+class Lineage(Values):
+    url: str = Field(
+        default="",
+        pattern=r"^(https?://.+)?$",
+        max_length=2048,
+        description="OpenLineage receiver (Marquez, DataHub); empty: no events by default.",
+    )
+    endpoint: str = Field(
+        default="api/v1/lineage",
+        max_length=1024,
+        description="Path under url that events are POSTed to.",
+    )
+    namespace: str = Field(
+        default="",
+        max_length=253,
+        description="OpenLineage namespace of the jobs; empty: the pipeline's namespace.",
+    )
+    timeoutSeconds: float = Field(
+        default=5, gt=0, le=300, description="Seconds a stage waits for one event at most."
+    )
+    apiKeySecret: LineageApiKeySecret = Field(
+        default_factory=LineageApiKeySecret,
+        description="The receiver's API key (Bearer token), from a Secret.",
+    )
+
+
 class ChartValues(Values):
     """Everything `values.yaml` may set."""
 
@@ -320,6 +361,9 @@ class ChartValues(Values):
     )
     affinity: dict[str, Any] = Field(
         default_factory=dict, description="Affinity of the operator Pod."
+    )
+    lineage: Lineage = Field(
+        default_factory=Lineage, description="OpenLineage events of every pipeline's runs."
     )
     demoSource: DemoSource = Field(
         default_factory=DemoSource, description="The example's demo customers API."

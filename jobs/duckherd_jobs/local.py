@@ -205,7 +205,7 @@ def run_local(
     )
     console.print(f"run [bold]{ctx.run_id}[/bold] of {name} into {warehouse}")
     summaries: list[StageSummary] = []
-    lineage = Lineage.from_environment(lineage_file)
+    lineage = Lineage.from_environment(lineage_file, pipeline=pipeline)
     for stage in selected:
         with console.status(f"[bold]{stage}[/bold] running..."):
             summary = run_stage(stage, ctx, lineage)

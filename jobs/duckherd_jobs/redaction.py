@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from duckherd.api import DataPipeline, iter_secret_refs
+from duckherd.contract import ENV_OPENLINEAGE_API_KEY
 from duckherd.redaction import REDACTED, describe_error, redact, secret_fragments
 from duckherd.summary import StageSummary
 
@@ -34,14 +35,15 @@ __all__ = [
 
 
 def stage_secrets(pipeline: DataPipeline, stage: str, env: Mapping[str, str]) -> list[str]:
-    """The secret values a stage's pod holds: its Secret references, and `spec.pod.env`
-    entries taken from a Secret (`valueFrom.secretKeyRef`)."""
+    """The secret values a stage's pod holds: its Secret references, `spec.pod.env` entries
+    taken from a Secret (`valueFrom.secretKeyRef`) and the lineage receiver's API key."""
     names = [ref.env_name for ref in iter_secret_refs(pipeline.spec, stage)]
     names += [
         extra.name
         for extra in pipeline.spec.pod.env
         if extra.valueFrom is not None and "secretKeyRef" in extra.valueFrom
     ]
+    names.append(ENV_OPENLINEAGE_API_KEY)  # the operator maps the chart's lineage key
     return [env[name] for name in names if env.get(name)]
 
 

@@ -100,7 +100,7 @@ def run_stage(stage: Stage, ctx: StageContext, lineage: Lineage | None = None) -
     """Run a stage to a summary; never raises for a stage failure. OpenLineage START and
     COMPLETE/FAIL go to `lineage` (by default as configured in the environment: off unless
     configured)."""
-    lineage = lineage or Lineage.from_environment()
+    lineage = lineage or Lineage.from_environment(env=ctx.env, pipeline=ctx.pipeline)
     started = utc_now()
     clock = time.monotonic()
     meter = UsageMeter()

@@ -742,6 +742,40 @@ class Freshness(ApiModel):
         return self
 
 
+class LineageSettings(ApiModel):
+    """OpenLineage events of this pipeline's runs (docs/lineage.md)."""
+
+    enabled: bool | None = Field(
+        default=None,
+        description=(
+            "false: no events. true or unset: events go to `url`, else to the operator's "
+            "default endpoint (the chart's `lineage.url`), else nowhere."
+        ),
+    )
+    url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        max_length=2048,
+        description=(
+            "OpenLineage HTTP receiver, e.g. Marquez `http://marquez:5000` or DataHub "
+            "`http://datahub-gms:8080/openapi/openlineage/` (no credentials: use apiKeySecretRef)."
+        ),
+    )
+    endpoint: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Path under `url` events are POSTed to (default api/v1/lineage).",
+    )
+    apiKeySecretRef: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding an API key, sent as a Bearer token."
+    )
+    namespace: str | None = Field(
+        default=None,
+        max_length=253,
+        description="OpenLineage namespace of the jobs (default: the pipeline's namespace).",
+    )
+
+
 class Storage(ApiModel):
     """The warehouse volume."""
 
@@ -1030,6 +1064,9 @@ class DataPipelineSpec(ApiModel):
             "Business KPIs: SQL aggregates over tables, computed by the check stage after "
             "every run, in status.kpis and the duckherd_kpi gauge (docs/kpis.md)."
         ),
+    )
+    lineage: LineageSettings | None = Field(
+        default=None, description="OpenLineage events per run (default: the operator's)."
     )
     storage: Storage = Field(default_factory=Storage, description="The warehouse volume.")
     backup: Backup | None = Field(default=None, description="Scheduled warehouse backups.")
@@ -1403,13 +1440,14 @@ def iter_secret_refs(spec: DataPipelineSpec, stage: str | None = None) -> list[S
     `stage`). The operator maps exactly these into that pod's env: a stage never sees another
     stage's secrets, and a missing publish Secret does not stop ingest."""
     found: list[SecretKeyRef] = []
-    parts: dict[str, object] = {
-        "ingest": spec.sources,
-        "publish": spec.publish,
-        "backup": spec.backup,
-        "restore": spec.backup,
+    # Every stage emits lineage, so each gets the lineage API key.
+    parts: dict[str, list[object]] = {
+        "ingest": [spec.sources],
+        "publish": [spec.publish],
+        "backup": [spec.backup],
+        "restore": [spec.backup],
     }
-    root: object = spec if stage is None else parts.get(stage, [])
+    root: object = spec if stage is None else [*parts.get(stage, []), spec.lineage]
 
     def walk(node: object) -> None:
         if isinstance(node, SecretKeyRef):

@@ -77,6 +77,20 @@ ENV_IMAGE_PULL_POLICY: Final = "DUCKHERD_IMAGE_PULL_POLICY"
 ENV_STAGE_RESOURCES: Final = "DUCKHERD_STAGE_RESOURCES"
 """Stage pods' default compute resources, as JSON `{"requests": {...}, "limits": {...}}`
 (chart value `stagePods.resources`); `spec.pod.resources` replaces them per pipeline."""
+ENV_LINEAGE_URL: Final = "DUCKHERD_LINEAGE_URL"
+"""The chart's `lineage.url`: the OpenLineage receiver stage pods default to (empty: none)."""
+ENV_LINEAGE_ENDPOINT: Final = "DUCKHERD_LINEAGE_ENDPOINT"
+ENV_LINEAGE_NAMESPACE: Final = "DUCKHERD_LINEAGE_NAMESPACE"
+ENV_LINEAGE_TIMEOUT: Final = "DUCKHERD_LINEAGE_TIMEOUT"
+"""Also what a stage pod reads: seconds each lineage emit may take."""
+ENV_LINEAGE_API_KEY_SECRET: Final = "DUCKHERD_LINEAGE_API_KEY_SECRET"
+"""`<secret name>/<key>`: a Secret in each pipeline's namespace holding the receiver's API key."""
+
+# --- OpenLineage's own environment of a stage pod (the client's conventions) ----------------
+ENV_OPENLINEAGE_URL: Final = "OPENLINEAGE_URL"
+ENV_OPENLINEAGE_ENDPOINT: Final = "OPENLINEAGE_ENDPOINT"
+ENV_OPENLINEAGE_API_KEY: Final = "OPENLINEAGE_API_KEY"
+ENV_OPENLINEAGE_NAMESPACE: Final = "OPENLINEAGE_NAMESPACE"
 
 # --- Labels and annotations on the objects the operator creates ----------------------------
 LABEL_PIPELINE: Final = "duckherd.io/pipeline"

@@ -84,6 +84,21 @@ class WarehouseUsage(BaseModel):
     availableBytes: int = Field(ge=0, description="Bytes still available to the stage there.")
 
 
+class ModelRun(BaseModel):
+    """A relation the transform's dbt build built (or failed to), and what it reads."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(description="dbt node name.")
+    relation: str = Field(description="`schema.name` in the warehouse.")
+    status: str = Field(description="dbt's status of the node.")
+    inputs: list[str] = Field(
+        default_factory=list, description="`schema.name` of each model and source it reads."
+    )
+    startedAt: str | None = None
+    finishedAt: str | None = None
+
+
 class StageSummary(BaseModel):
     """What one stage did. `ok` is the single truth about success."""
 
@@ -102,6 +117,13 @@ class StageSummary(BaseModel):
     kpis: list[KpiResult] = Field(default_factory=list, description="check: business KPIs")
     published: list[PublishedTarget] = Field(default_factory=list)
     blocked: bool = Field(default=False, description="publish held back by failed checks")
+    lineage: list[ModelRun] = Field(
+        default_factory=list,
+        description=(
+            "transform: dbt's model graph of this build (lineage events read it); kept in "
+            "_duckherd.runs, never in the termination message"
+        ),
+    )
     error: str | None = None
     resources: StageResources | None = None
     warehouse: WarehouseUsage | None = None
@@ -109,7 +131,7 @@ class StageSummary(BaseModel):
 
 
 def _dump(summary: StageSummary) -> bytes:
-    data = summary.model_dump(mode="json", exclude_defaults=True)
+    data = summary.model_dump(mode="json", exclude_defaults=True, exclude={"lineage"})
     data["stage"], data["ok"] = summary.stage, summary.ok
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 

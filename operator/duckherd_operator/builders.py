@@ -24,6 +24,11 @@ from duckherd.contract import (
     ANNOTATION_GENERATION,
     DBT_CONFIGMAP_MOUNT,
     ENV_JOB_NAME,
+    ENV_LINEAGE_TIMEOUT,
+    ENV_OPENLINEAGE_API_KEY,
+    ENV_OPENLINEAGE_ENDPOINT,
+    ENV_OPENLINEAGE_NAMESPACE,
+    ENV_OPENLINEAGE_URL,
     ENV_RUN_ID,
     ENV_SPEC,
     ENV_WAREHOUSE,
@@ -57,6 +62,18 @@ DEFAULT_STAGE_RESOURCES: dict[str, dict[str, str]] = {
 
 
 @dataclass(frozen=True)
+class LineageDefaults:
+    """The chart's `lineage` values: the OpenLineage settings every stage pod gets (as the
+    client's own env vars) unless the pipeline's `spec.lineage` turns lineage off."""
+
+    url: str = ""
+    endpoint: str = ""
+    namespace: str = ""
+    timeout_seconds: str = ""
+    api_key_secret: str = ""  # `<Secret name>/<key>` in the pipeline's namespace
+
+
+@dataclass(frozen=True)
 class Pipeline:
     """What the builders need to know about a DataPipeline object."""
 
@@ -71,6 +88,7 @@ class Pipeline:
     default_resources: dict[str, dict[str, str]] = field(
         default_factory=lambda: copy.deepcopy(DEFAULT_STAGE_RESOURCES)
     )
+    lineage: LineageDefaults = LineageDefaults()
 
 
 def labels(pipeline: Pipeline, stage: str | None = None) -> dict[str, str]:
@@ -176,8 +194,32 @@ def _env(pipeline: Pipeline, stage: Stage) -> list[dict[str, Any]]:
                 "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
             }
         )
+    env += _lineage_env(pipeline)
     for extra in pipeline.spec.pod.env:
         env.append(extra.model_dump(mode="json", exclude_none=True))
+    return env
+
+
+def _lineage_env(pipeline: Pipeline) -> list[dict[str, Any]]:
+    """The operator's OpenLineage defaults; `spec.lineage.url` and its key the stage reads
+    from the manifest itself (its Secret reference is mapped like every other)."""
+    defaults, settings = pipeline.lineage, pipeline.spec.lineage
+    if settings is not None and settings.enabled is False:
+        return []
+    env: list[dict[str, Any]] = []
+    if defaults.url:
+        env.append({"name": ENV_OPENLINEAGE_URL, "value": defaults.url})
+        if defaults.endpoint:
+            env.append({"name": ENV_OPENLINEAGE_ENDPOINT, "value": defaults.endpoint})
+        name, _, key = defaults.api_key_secret.partition("/")
+        if name and key:
+            # Optional: a namespace without the Secret still runs, its receiver may refuse.
+            ref = {"name": name, "key": key, "optional": True}
+            env.append({"name": ENV_OPENLINEAGE_API_KEY, "valueFrom": {"secretKeyRef": ref}})
+    if defaults.namespace:
+        env.append({"name": ENV_OPENLINEAGE_NAMESPACE, "value": defaults.namespace})
+    if defaults.timeout_seconds:
+        env.append({"name": ENV_LINEAGE_TIMEOUT, "value": defaults.timeout_seconds})
     return env
 
 

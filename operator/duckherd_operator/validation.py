@@ -17,10 +17,19 @@ from pydantic import ValidationError
 
 from duckherd import __version__
 from duckherd.api import MAX_PIPELINE_NAME, DataPipelineSpec, Resources
-from duckherd.contract import ENV_IMAGE, ENV_IMAGE_PULL_POLICY, ENV_STAGE_RESOURCES
+from duckherd.contract import (
+    ENV_IMAGE,
+    ENV_IMAGE_PULL_POLICY,
+    ENV_LINEAGE_API_KEY_SECRET,
+    ENV_LINEAGE_ENDPOINT,
+    ENV_LINEAGE_NAMESPACE,
+    ENV_LINEAGE_TIMEOUT,
+    ENV_LINEAGE_URL,
+    ENV_STAGE_RESOURCES,
+)
 from duckherd.status import Problem
 from duckherd.validation import describe_validation_errors
-from duckherd_operator.builders import DEFAULT_STAGE_RESOURCES, Pipeline
+from duckherd_operator.builders import DEFAULT_STAGE_RESOURCES, LineageDefaults, Pipeline
 
 
 @lru_cache(maxsize=8)
@@ -44,6 +53,17 @@ def stage_resources() -> dict[str, dict[str, str]]:
 def stage_image() -> tuple[str, str]:
     image = os.environ.get(ENV_IMAGE, f"duckherd:{__version__}")
     return image, os.environ.get(ENV_IMAGE_PULL_POLICY, "IfNotPresent")
+
+
+def lineage_defaults() -> LineageDefaults:
+    """The chart's `lineage` values, as the Deployment passes them to the operator."""
+    return LineageDefaults(
+        url=os.environ.get(ENV_LINEAGE_URL, ""),
+        endpoint=os.environ.get(ENV_LINEAGE_ENDPOINT, ""),
+        namespace=os.environ.get(ENV_LINEAGE_NAMESPACE, ""),
+        timeout_seconds=os.environ.get(ENV_LINEAGE_TIMEOUT, ""),
+        api_key_secret=os.environ.get(ENV_LINEAGE_API_KEY_SECRET, ""),
+    )
 
 
 @dataclass(frozen=True)
@@ -80,6 +100,7 @@ def _parse(body: dict[str, Any]) -> Parsed:
             image=image,
             image_pull_policy=policy,
             default_resources=stage_resources(),
+            lineage=lineage_defaults(),
         ),
         None,
     )

@@ -4,20 +4,38 @@ and a real receiver on loopback), validated against the official JSON Schemas.""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from openlineage.client.generated.output_statistics_output_dataset import (
     OutputStatisticsOutputDatasetFacet,
 )
 
+from duckherd.status import rfc3339
 from duckherd.summary import PublishedTarget, StageSummary
 from duckherd_jobs.context import StageContext
-from duckherd_jobs.lineage import Lineage, ingest_datasets, publish_datasets
+from duckherd_jobs.lineage import Lineage
+from duckherd_jobs.lineage.events import Datasets, ingest_datasets, publish_datasets
+from duckherd_jobs.lineage.naming import nominal_time, source_dataset
 from tests import pipelines
 from tests.jobs.ingest_support import http_source
 from tests.jobs.lineage_support import Receiver, schema_errors
-from tests.jobs.test_local_mode import SECRET_ENV, TOKEN, duckherd, secured_api, write_manifest
+from tests.jobs.test_local_mode import (
+    SECRET_ENV,
+    TOKEN,
+    duckherd,
+    secured_api,
+    stage_pod,
+    write_manifest,
+)
+from tests.services import free_port
+
+REPO = Path(__file__).resolve().parents[2]
 
 NAMESPACE = "default"
 
@@ -144,7 +162,7 @@ def test_publish_targets_are_named_without_credentials(tmp_path: Path) -> None:
         ],
     )
 
-    inputs, outputs = publish_datasets(ctx, summary)
+    inputs, outputs = publish_datasets(Datasets(ctx, None), summary)
 
     assert [(i.namespace, i.name) for i in inputs] == [
         ("duckdb://default.shop", "marts.customer_analytics")
@@ -165,9 +183,151 @@ def test_source_urls_lose_credentials_query_and_fragment(tmp_path: Path) -> None
     pipeline = pipelines.pipeline("shop", sources=[http_source("customers", url)])
     ctx = StageContext(pipeline=pipeline, warehouse=tmp_path / "w.duckdb", run_id="r1", env={})
 
-    inputs, outputs = ingest_datasets(ctx, StageSummary(stage="ingest", ok=True))
+    inputs, outputs = ingest_datasets(Datasets(ctx, None), StageSummary(stage="ingest", ok=True))
 
     assert [(i.namespace, i.name) for i in inputs] == [("https://api.example:8443", "/v1/items")]
     assert [(o.namespace, o.name, o.outputFacets) for o in outputs] == [
         ("duckdb://default.shop", "raw.customers", {})
     ]
+
+
+def test_a_closed_receiver_does_not_fail_the_run(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there: every connection is refused
+    with secured_api() as api:
+        manifest = write_manifest(tmp_path, api.url)
+        result = duckherd(
+            tmp_path,
+            "run",
+            str(manifest),
+            env={SECRET_ENV: TOKEN, "OPENLINEAGE_URL": f"http://127.0.0.1:{port}"},
+        )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "lineage off" in line]
+    assert len(warnings) == 1, result.stderr
+
+
+def test_a_scheduled_run_carries_its_nominal_time(tmp_path: Path) -> None:
+    """A stage pod of a run its CronJob started: the run id is the Job's name,
+    `<cronjob>-<scheduled minute since the epoch>` (here 06:00 UTC, the daily schedule)."""
+    scheduled = datetime(2026, 12, 2, 6, 0, tzinfo=UTC)
+    job_name = f"auth-demo-ingest-{int(scheduled.timestamp()) // 60}"
+    with secured_api() as api, Receiver("ok") as receiver:
+        manifest = write_manifest(tmp_path, api.url)
+        env = {SECRET_ENV: TOKEN, "OPENLINEAGE_URL": receiver.url, "DUCKHERD_JOB_NAME": job_name}
+        result = stage_pod(tmp_path, "ingest", manifest, env)
+        events = receiver.events
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [e["eventType"] for e in events] == ["START", "COMPLETE"]
+    for event in events:
+        assert schema_errors(event) == [], event
+        assert event["run"]["facets"]["nominalTime"] == {
+            **event["run"]["facets"]["nominalTime"],
+            "nominalStartTime": "2026-12-02T06:00:00Z",
+            "nominalEndTime": "2026-12-03T06:00:00Z",
+        }
+
+
+@pytest.mark.parametrize(
+    ("run_id", "expected"),
+    [
+        ("shop-ingest-29409480", ("2025-12-01T06:00:00Z", "2025-12-02T06:00:00Z")),
+        ("shop-ingest-29409481", None),  # 06:01: not a time the schedule fires
+        ("shop-ingest-manual-1", None),
+        ("20251201t060000-abc123", None),  # a run started by hand (run-now, local mode)
+        ("shop-transform-29409510", ("2025-12-01T06:30:00Z", "2025-12-02T06:30:00Z")),
+    ],
+)
+def test_nominal_time_is_read_from_the_cronjobs_job_name(
+    run_id: str, expected: tuple[str, str] | None
+) -> None:
+    pipeline = pipelines.pipeline(
+        "shop",
+        sources=[http_source("customers", "http://api.example/items")],
+        transform={"dbt": {"schedule": "30 6 * * *"}},
+    )
+    found = nominal_time(pipeline, run_id)
+    assert (None if found is None else (rfc3339(found[0]), rfc3339(found[1]))) == expected
+
+
+def test_postgres_sources_are_named_host_port_and_db_schema_table() -> None:
+    pipeline = pipelines.pipeline(
+        "shop",
+        sources=[
+            {
+                "name": "orders",
+                "postgres": {
+                    "dsnSecretRef": {"name": "crm", "key": "dsn"},
+                    "table": "sales.orders",
+                },
+            },
+            {
+                "name": "users",
+                "postgres": {
+                    "connection": {"host": "db.example", "database": "crm", "user": "u"},
+                    "table": "users",
+                },
+            },
+            {
+                "name": "recent",
+                "postgres": {
+                    "connection": {"host": "db.example", "database": "crm", "user": "u"},
+                    "query": "SELECT 1",
+                },
+            },
+        ],
+    )
+    env = {
+        "DUCKHERD_SECRET_CRM_DSN": "postgresql://u:pg-secret@crm.example:6543/crm?sslmode=require"
+    }
+    named = [source_dataset(source, env) for source in pipeline.spec.sources]
+    assert named == [
+        ("postgres://crm.example:6543", "crm.sales.orders"),
+        ("postgres://db.example:5432", "crm.public.users"),
+        None,  # a query: its tables would need a SQL parser
+    ]
+
+
+LAZY_RUN = """
+import sys
+from pathlib import Path
+from duckherd_jobs.context import StageContext
+from duckherd_jobs.runner import run_stage
+from tests import pipelines
+
+data = Path(sys.argv[1])
+data.joinpath("rows.csv").write_text("id,name\\n1,a\\n2,b\\n")
+pipeline = pipelines.pipeline(
+    "lazy", sources=[{"name": "rows", "file": {"path": str(data / "rows.csv"), "format": "csv"}}]
+)
+env = dict(arg.split("=", 1) for arg in sys.argv[2:])
+ctx = StageContext(pipeline=pipeline, warehouse=data / "w.duckdb", run_id="r1", env=env)
+summary = run_stage("ingest", ctx)
+assert summary.ok, summary.error
+print(sorted({name.split(".")[0] for name in sys.modules if name.startswith("openlineage")}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("env", "loaded"),
+    [
+        ([], "[]"),
+        (["OPENLINEAGE__TRANSPORT__TYPE=console"], "['openlineage']"),
+    ],
+)
+def test_a_stage_without_lineage_never_imports_the_client(
+    tmp_path: Path, env: list[str], loaded: str
+) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENLINEAGE", "DUCKHERD_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", LAZY_RUN, str(tmp_path), *env],
+        env=clean,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == loaded

@@ -49,6 +49,24 @@ def duckherd(
     )
 
 
+def stage_pod(
+    directory: Path, stage: str, manifest: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """`duckherd job <stage>` as a stage pod runs it, its files in `directory`."""
+    return duckherd(
+        directory,
+        "job",
+        stage,
+        "--spec",
+        str(manifest),
+        "--warehouse",
+        str(directory / "w.duckdb"),
+        "--termination-log",
+        str(directory / "termination-log"),
+        env=env,
+    )
+
+
 def secured_api() -> FakeApi:
     api = FakeApi(customers(15))
     api.state.required_headers["Authorization"] = f"Bearer {TOKEN}"
@@ -96,18 +114,7 @@ def test_a_missing_secret_variable_is_one_line_naming_it(tmp_path: Path) -> None
 def test_a_stage_pod_reports_a_user_error_in_one_line(tmp_path: Path) -> None:
     with secured_api() as api:
         manifest = write_manifest(tmp_path, api.url)
-        result = duckherd(
-            tmp_path,
-            "job",
-            "ingest",
-            "--spec",
-            str(manifest),
-            "--warehouse",
-            str(tmp_path / "w.duckdb"),
-            "--termination-log",
-            str(tmp_path / "termination-log"),
-            env={SECRET_ENV: "wrong-token"},
-        )
+        result = stage_pod(tmp_path, "ingest", manifest, env={SECRET_ENV: "wrong-token"})
 
     assert result.returncode == 1
     assert "Traceback" not in result.stdout + result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import yaml
 from duckherd.api import DataPipelineSpec
 from duckherd_operator.builders import (
     DEFAULT_STAGE_RESOURCES,
+    LineageDefaults,
     Pipeline,
     build_children,
     build_stage_job,
@@ -159,3 +161,51 @@ def test_stage_pods_request_resources_unless_the_spec_replaces_them() -> None:
     assert _stage_resources(chart) == [{"requests": {"cpu": "1"}}] * 4
     own = _pipeline(pod={"resources": {"limits": {"memory": "4Gi"}}})
     assert _stage_resources(own) == [{"limits": {"memory": "4Gi"}}] * 4
+
+
+def _stage_env(pipeline: Pipeline, stage: str) -> dict[str, Any]:
+    cronjob = next(c for c in build_children(pipeline) if c["metadata"]["name"] == f"shop-{stage}")
+    env = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    return {e["name"]: e for e in env}
+
+
+LINEAGE = LineageDefaults(
+    url="http://marquez.marquez:5000",
+    endpoint="api/v1/lineage",
+    namespace="analytics-lineage",
+    timeout_seconds="3",
+    api_key_secret="lineage/apiKey",
+)
+
+
+def test_every_stage_gets_the_operators_lineage_defaults_as_the_clients_own_variables() -> None:
+    pipeline = replace(_pipeline(), lineage=LINEAGE)
+    for stage in ("ingest", "transform", "check", "publish"):
+        env = _stage_env(pipeline, stage)
+        assert env["OPENLINEAGE_URL"]["value"] == "http://marquez.marquez:5000"
+        assert env["OPENLINEAGE_ENDPOINT"]["value"] == "api/v1/lineage"
+        assert env["OPENLINEAGE_NAMESPACE"]["value"] == "analytics-lineage"
+        assert env["DUCKHERD_LINEAGE_TIMEOUT"]["value"] == "3"
+        # The key only by reference, and optional: a namespace without it still runs.
+        assert env["OPENLINEAGE_API_KEY"] == {
+            "name": "OPENLINEAGE_API_KEY",
+            "valueFrom": {"secretKeyRef": {"name": "lineage", "key": "apiKey", "optional": True}},
+        }
+
+
+def test_lineage_is_off_by_default_and_when_the_pipeline_turns_it_off() -> None:
+    assert not any(name.startswith("OPENLINEAGE_") for name in _stage_env(_pipeline(), "ingest"))
+    off = replace(_pipeline(lineage={"enabled": False}), lineage=LINEAGE)
+    assert not any(name.startswith("OPENLINEAGE_") for name in _stage_env(off, "ingest"))
+
+
+def test_a_pipelines_lineage_key_reaches_every_stage_as_a_secret_key_ref() -> None:
+    pipeline = _pipeline(
+        lineage={
+            "url": "https://datahub.example/openapi/openlineage/",
+            "apiKeySecretRef": {"name": "datahub", "key": "token"},
+        }
+    )
+    for stage in ("ingest", "transform", "check", "publish"):
+        key = _stage_env(pipeline, stage)["DUCKHERD_SECRET_DATAHUB_TOKEN"]
+        assert key["valueFrom"] == {"secretKeyRef": {"name": "datahub", "key": "token"}}

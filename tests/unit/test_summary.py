@@ -10,6 +10,7 @@ from duckherd.summary import (
     MAX_BYTES,
     CheckResult,
     ChecksSummary,
+    ModelRun,
     StageResources,
     StageSummary,
     SummaryError,
@@ -86,3 +87,13 @@ def test_resources_and_warehouse_travel_and_are_never_shed() -> None:
     assert decoded.truncated is True
     assert decoded.resources == summary.resources
     assert decoded.warehouse == summary.warehouse
+
+
+def test_the_dbt_model_graph_stays_out_of_the_termination_message() -> None:
+    summary = StageSummary(
+        stage="transform",
+        ok=True,
+        lineage=[ModelRun(name="m", relation="marts.m", status="success", inputs=["raw.s"])],
+    )
+    assert "lineage" not in json.loads(encode(summary))
+    assert summary.model_dump()["lineage"][0]["inputs"] == ["raw.s"]  # the _duckherd.runs copy

@@ -35,14 +35,20 @@ def _observed(node: DbtNodeResult) -> str:
     return f"{node.failures or 0} failing row(s)"
 
 
-def dbt_test_records(nodes: Sequence[DbtNodeResult]) -> list[CheckRecord]:
-    """A check record per dbt test that ran (pass, warn, fail or error)."""
-    relations: Mapping[str, str] = {node.unique_id: node.relation for node in nodes}
+def dbt_test_records(
+    nodes: Sequence[DbtNodeResult], known: Mapping[str, str] | None = None
+) -> list[CheckRecord]:
+    """A check record per dbt test that ran (pass, warn, fail or error), on the relation it
+    tests: its model's, or for a source test (no attached node) the source's (`known`: unique
+    id -> relation of the sources and nodes the manifest defines)."""
+    relations: dict[str, str] = {**(known or {})}
+    relations.update({node.unique_id: node.relation for node in nodes})
     records = []
     for node in nodes:
         if node.resource_type != "test" or node.status not in ("pass", "warn", "fail", "error"):
             continue
-        model = node.attached_node.rpartition(".")[2] or node.attached_node
+        tested = node.attached_node or next(iter(node.depends_on), "")
+        model = tested.rpartition(".")[2] or tested
         severity, observed = _severity(node), _observed(node)
         success = node.status == "pass"
         result: dict[str, Any] = {
@@ -62,7 +68,7 @@ def dbt_test_records(nodes: Sequence[DbtNodeResult]) -> list[CheckRecord]:
         records.append(
             CheckRecord(
                 name=f"dbt:{node.name}",
-                table=relations.get(node.attached_node, model),
+                table=relations.get(tested, model),
                 expectation=DBT_TEST,
                 severity=severity,
                 success=success,

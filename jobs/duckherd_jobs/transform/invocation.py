@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
@@ -74,6 +75,10 @@ class DbtNodeResult:
     failures: int | None = None
     severity: str = ""
     attached_node: str = ""
+    # The unique ids of the nodes and sources it reads (dbt's depends_on), and when dbt ran it.
+    depends_on: tuple[str, ...] = ()
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,8 @@ class DbtOutcome:
     nodes: list[DbtNodeResult]
     error: str | None
     manifest: ManifestSource
+    # unique id -> `schema.name` of every node and source the nodes depend on (the manifest's).
+    relations: Mapping[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- profile
@@ -255,9 +262,7 @@ def _common_args(project: Path, profiles: Path, target: Path, logs: Path) -> lis
     ]
 
 
-def build_args(
-    invocation: DbtInvocation, profiles: Path, *, write_partial_parse: bool = False
-) -> list[str]:
+def build_args(invocation: DbtInvocation, profiles: Path) -> list[str]:
     args = [
         invocation.command,
         *_common_args(
@@ -270,8 +275,8 @@ def build_args(
         invocation.log_level,
         # Results come back in-process; artifacts on disk would only cost time.
         "--no-write-json",
-        # With partial parsing on, dbt writes target/partial_parse.msgpack: the manifest cache.
-        "--partial-parse" if write_partial_parse else "--no-partial-parse",
+        # The build gets its manifest in hand (prepared, cached or parsed just before).
+        "--no-partial-parse",
     ]
     for selector in invocation.select:
         args += ["--select", selector]
@@ -306,18 +311,42 @@ def _run_with_best_manifest(invocation: DbtInvocation, profiles: Path) -> DbtOut
     if manifest is not None:
         return _invoke_once(build_args(invocation, profiles), manifest, "prepared")
     cache = invocation.manifest_cache
-    if cache is None:
-        return _invoke_once(build_args(invocation, profiles), None, "parsed")
     key = cache_key(invocation.project, invocation.vars)
-    manifest = load_cached_manifest(cache, key)
+    manifest = None if cache is None else load_cached_manifest(cache, key)
     if manifest is not None:
         return _invoke_once(build_args(invocation, profiles), manifest, "cached")
     with recording_json_schemas() as schemas:
-        outcome = _invoke_once(
-            build_args(invocation, profiles, write_partial_parse=True), None, "parsed"
-        )
-    store_cached_manifest(cache, key, invocation.workdir / "target" / PARTIAL_PARSE_FILE, schemas)
-    return outcome
+        manifest, error = _parse(invocation, profiles)
+    if manifest is None:
+        return DbtOutcome(success=False, nodes=[], error=error, manifest="parsed")
+    if cache is not None:
+        partial_parse = invocation.workdir / "target" / PARTIAL_PARSE_FILE
+        store_cached_manifest(cache, key, partial_parse, schemas)
+    return _invoke_once(build_args(invocation, profiles), manifest, "parsed")
+
+
+def _parse(invocation: DbtInvocation, profiles: Path) -> tuple[Any | None, str | None]:
+    """`dbt parse` (writing target/partial_parse.msgpack, the cache): the manifest, which the
+    build then uses and which names the relations the models read (lineage)."""
+    args = [
+        "parse",
+        *_common_args(
+            invocation.project, profiles, invocation.workdir / "target", invocation.workdir / "logs"
+        ),
+        "--log-level",
+        invocation.log_level,
+        "--no-write-json",
+        "--partial-parse",
+    ]
+    if invocation.vars:
+        args += ["--vars", json.dumps(dict(invocation.vars))]
+    try:
+        result = _runner(None).invoke(args)
+    finally:
+        _close_duckdb()
+    if not result.success or result.result is None:
+        return None, str(result.exception or "dbt parse failed")
+    return result.result, None
 
 
 def _lost_lock_race(outcome: DbtOutcome) -> bool:
@@ -337,7 +366,22 @@ def _invoke_once(args: list[str], manifest: Any | None, source: ManifestSource) 
         nodes=nodes,
         error=error,
         manifest=source,
+        relations=_relations(manifest, nodes),
     )
+
+
+def _relations(manifest: Any | None, nodes: list[DbtNodeResult]) -> dict[str, str]:
+    """`schema.name` of each node or source the nodes read, as the manifest defines it."""
+    if manifest is None:
+        return {}
+    found: dict[str, str] = {}
+    for unique_id in {parent for node in nodes for parent in node.depends_on}:
+        parent = manifest.sources.get(unique_id) or manifest.nodes.get(unique_id)
+        if parent is None:
+            continue
+        name = getattr(parent, "identifier", None) or getattr(parent, "alias", None)
+        found[unique_id] = f"{parent.schema}.{name or parent.name}"
+    return found
 
 
 def _runner(manifest: Any | None) -> Any:
@@ -360,7 +404,21 @@ def _node_result(item: Any) -> DbtNodeResult:
         failures=getattr(item, "failures", None),
         severity=str(getattr(config, "severity", "") or ""),
         attached_node=str(getattr(node, "attached_node", "") or ""),
+        depends_on=tuple(str(uid) for uid in getattr(node.depends_on, "nodes", None) or ()),
+        started_at=_utc(min((t.started_at for t in _timing(item) if t.started_at), default=None)),
+        finished_at=_utc(
+            max((t.completed_at for t in _timing(item) if t.completed_at), default=None)
+        ),
     )
+
+
+def _timing(item: Any) -> list[Any]:
+    return list(getattr(item, "timing", None) or [])
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """dbt's timing is naive UTC."""
+    return None if moment is None else moment.replace(tzinfo=UTC)
 
 
 def _close_duckdb() -> None:

@@ -12,7 +12,8 @@ import duckdb
 from duckherd.api import DbtTransform
 from duckherd.contract import ENV_DBT_LOG_LEVEL
 from duckherd.errors import PipelineError
-from duckherd.summary import StageSummary, TableSummary
+from duckherd.status import rfc3339
+from duckherd.summary import ModelRun, StageSummary, TableSummary
 from duckherd_jobs.context import StageContext, utc_now
 from duckherd_jobs.history import checks_summary, record_checks
 from duckherd_jobs.sql import qualified
@@ -101,7 +102,7 @@ def _summarize(outcome: DbtOutcome, ctx: StageContext) -> StageSummary:
     tables = _row_counts(ctx, [node for node in outcome.nodes if _built_table(node)])
     failures = [node for node in outcome.nodes if node.status in _FAILED]
     error = _failure_message(failures, outcome.error) if not outcome.success else None
-    tests = dbt_test_records(outcome.nodes)
+    tests = dbt_test_records(outcome.nodes, outcome.relations)
     if tests:  # into the run's quality verdict (the check stage reads them back)
         with connect(ctx.warehouse, timeout_seconds=ctx.lock_timeout_seconds) as connection:
             record_checks(connection, ctx.run_id, utc_now(), tests)
@@ -112,7 +113,27 @@ def _summarize(outcome: DbtOutcome, ctx: StageContext) -> StageSummary:
         tables=tables,
         checks=checks_summary([test.summary() for test in tests]) if tests else None,
         error=error,
+        lineage=model_lineage(outcome),
     )
+
+
+def model_lineage(outcome: DbtOutcome) -> list[ModelRun]:
+    """Each relation the build built (or failed to) and the relations it reads: dbt's
+    depends_on, named by the manifest (sources → staging → marts)."""
+    return [
+        ModelRun(
+            name=node.name,
+            relation=node.relation,
+            status=node.status,
+            inputs=sorted(
+                {outcome.relations[uid] for uid in node.depends_on if uid in outcome.relations}
+            ),
+            startedAt=rfc3339(node.started_at) if node.started_at else None,
+            finishedAt=rfc3339(node.finished_at) if node.finished_at else None,
+        )
+        for node in outcome.nodes
+        if node.resource_type in _BUILT_TYPES and node.status != "skipped"
+    ]
 
 
 def _built_table(node: DbtNodeResult) -> bool:
