@@ -157,10 +157,6 @@ class Notifier:
     def forget(self, namespace: str, name: str) -> None:
         self._decided.pop((namespace, name), None)
 
-    async def idle(self) -> None:
-        """Until everything queued so far has been handled."""
-        await self._queue.join()
-
     # ----------------------------------------------------------------- delivering
 
     async def run(self) -> None:
