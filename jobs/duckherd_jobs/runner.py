@@ -31,6 +31,7 @@ from duckherd_jobs.context import StageContext, new_run_id, utc_now
 from duckherd_jobs.lineage import Lineage
 from duckherd_jobs.redaction import redact_summary, redacted_logs, stage_secrets
 from duckherd_jobs.usage import UsageMeter, measure_warehouse
+from duckherd_jobs.volume import explain_full_volume
 from duckherd_jobs.warehouse import connect, record_run
 
 log = logging.getLogger("duckherd.jobs")
@@ -115,6 +116,7 @@ def run_stage(stage: Stage, ctx: StageContext, lineage: Lineage | None = None) -
         except Exception as error:  # a bug in Duckherd: the traceback is what a fix needs
             log.exception("stage %s failed with an unexpected error", stage)
             summary = StageSummary(stage=stage, ok=False, error=describe(error))
+    summary.error = explain_full_volume(summary.error, ctx.warehouse) or summary.error
     summary = redact_summary(summary, secrets)
     summary.stage = stage
     summary.runId = ctx.run_id

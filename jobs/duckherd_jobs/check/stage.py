@@ -32,6 +32,7 @@ from duckherd_jobs.check.pushdown import (
 )
 from duckherd_jobs.check.referential import EXIST_IN_TABLE, RelatedKey, key_columns
 from duckherd_jobs.context import StageContext, utc_now
+from duckherd_jobs.fault_points import pause_point
 from duckherd_jobs.history import (
     CheckRecord,
     checks_summary,
@@ -272,6 +273,7 @@ def _check(
         check_record(check, outcomes[check.position], row_counts[check.table]) for check in planned
     ]
     summary = _summarize(records, dbt_test_results(connection, ctx.run_id), row_counts)
+    pause_point("check.evaluated")
     record_checks(connection, ctx.run_id, checked_at, records)
     record_profiles(connection, ctx.run_id, checked_at, summary.ok, profiles)
     return summary

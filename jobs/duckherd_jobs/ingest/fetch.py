@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import tenacity
 
+from duckherd_jobs.fault_points import pause_point
+
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_SECONDS = 300.0
 
@@ -115,8 +117,11 @@ class Fetcher:
                 if response.status_code >= 400:
                     raise FatalResponse(f"HTTP {response.status_code} {response.reason_phrase}")
                 with target.open("wb") as file:
-                    for chunk in response.iter_bytes(chunk_bytes):
+                    for index, chunk in enumerate(response.iter_bytes(chunk_bytes)):
                         file.write(chunk)
+                        if index == 0:
+                            file.flush()
+                            pause_point("ingest.file.downloading")
 
     def get(
         self,

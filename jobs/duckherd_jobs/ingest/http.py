@@ -23,6 +23,7 @@ import duckdb
 import httpx
 
 from duckherd.api import HttpSource, Source
+from duckherd_jobs.fault_points import pause_point
 from duckherd_jobs.ingest.errors import IngestError
 from duckherd_jobs.ingest.extracted import Extracted
 from duckherd_jobs.ingest.fetch import (
@@ -278,6 +279,8 @@ class HttpExtractor:
         content = response.content.replace(b"\n", b" ")
         spool.watch = _KeyWatch.from_first_page(content, body, records)
         spool.write(content)
+        spool.file.flush()
+        pause_point("ingest.http.page-spooled")
         return _FirstPage(response, body, records)
 
     def _page_limit(self, pages: int) -> int:

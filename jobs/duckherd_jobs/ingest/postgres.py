@@ -14,6 +14,7 @@ import psycopg2
 import psycopg2.extensions
 
 from duckherd.api import PostgresSource, Source
+from duckherd_jobs.fault_points import pause_point
 from duckherd_jobs.ingest.errors import IngestError
 from duckherd_jobs.ingest.extracted import Extracted
 from duckherd_jobs.redaction import redact
@@ -117,6 +118,7 @@ class PostgresExtractor:
                         spool,
                         size=COPY_BUFFER_BYTES,
                     )
+                pause_point("ingest.postgres.copied")
         except psycopg2.Error as error:
             raise IngestError(self._where(str(error).strip())) from None
         finally:

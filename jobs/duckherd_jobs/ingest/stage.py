@@ -23,6 +23,7 @@ from duckherd.contract import ENV_INGEST_MEMORY_LIMIT
 from duckherd.status import rfc3339
 from duckherd.summary import StageSummary, TableSummary
 from duckherd_jobs.context import StageContext, utc_now
+from duckherd_jobs.fault_points import pause_point
 from duckherd_jobs.ingest.errors import IngestError
 from duckherd_jobs.ingest.extracted import Extracted
 from duckherd_jobs.ingest.files import extract_file
@@ -121,18 +122,22 @@ def _load_in_transaction(
 ) -> list[LoadResult]:
     connection.execute("BEGIN TRANSACTION")
     try:
+        pause_point("ingest.load.begun")
         # Read again under the lock: a run that finished while we fetched moved the cursors.
         cursors = stored_cursors(connection)
         results = []
         for loader in loaders:
             result, new_cursor = loader.load(cursor_for(loader.source, cursors))
+            pause_point("ingest.load.table-written")
             if new_cursor is not None:
                 save_cursor(connection, loader.source, new_cursor, run_id)
+                pause_point("ingest.load.cursor-saved")
             results.append(result)
         connection.execute("COMMIT")
     except BaseException:
         connection.execute("ROLLBACK")
         raise
+    pause_point("ingest.load.committed")
     return results
 
 

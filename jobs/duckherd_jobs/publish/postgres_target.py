@@ -39,6 +39,7 @@ from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 from psycopg2.extensions import cursor as PgCursor
 
+from duckherd_jobs.fault_points import pause_point
 from duckherd_jobs.publish.errors import PublishError
 from duckherd_jobs.publish.feed import BatchFeed
 from duckherd_jobs.publish.mart import Column, Mart
@@ -209,6 +210,7 @@ class PostgresPublication:
                 sql.SQL("CREATE TABLE {} ({})").format(staging, self._column_definitions())
             )
             self._copy(cursor, staging)
+            pause_point("publish.postgres.copied")
             grants = self._grants(cursor, target)
             cursor.execute(
                 sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(SWAP_LOCK_TIMEOUT))
@@ -229,6 +231,7 @@ class PostgresPublication:
             cursor.execute(
                 sql.SQL("COMMENT ON TABLE {} IS {}").format(target, sql.Literal(self._comment()))
             )
+            pause_point("publish.postgres.swapped")
 
     def _ensure_schema(self, cursor: PgCursor, schema: sql.Identifier) -> None:
         # CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege even when the schema exists.

@@ -45,6 +45,7 @@ import duckdb
 import pyarrow as pa
 import redis
 
+from duckherd_jobs.fault_points import pause_point
 from duckherd_jobs.publish.errors import PublishError, PublishInputError
 from duckherd_jobs.publish.feed import BatchFeed
 from duckherd_jobs.publish.mart import Column, Mart
@@ -256,6 +257,7 @@ class RedisPublication:
         staging = f"{self.prefix}:staging:{version}"
         try:
             self._load(client, staging)
+            pause_point("publish.redis.staged")
             loaded = client.register_script(_SWAP_SCRIPT)(
                 keys=[
                     f"{self.prefix}:rows",

@@ -11,6 +11,7 @@ from duckherd.api import Publish
 from duckherd.status import rfc3339
 from duckherd.summary import PublishedTarget, StageSummary, TableSummary
 from duckherd_jobs.context import StageContext, utc_now
+from duckherd_jobs.fault_points import pause_point
 from duckherd_jobs.publish.errors import PublishError, PublishInputError
 from duckherd_jobs.publish.gate import evaluate_gate
 from duckherd_jobs.publish.mart import Mart, describe_mart
@@ -135,6 +136,7 @@ def publish_all(publications: list[Publication]) -> StageSummary:
                 PublishedTarget(table=publication.table, target=publication.label, rows=rows)
             )
             tables[publication.table] = TableSummary(rows=rows)
+            pause_point("publish.target-done")
     finally:
         close_all(publications)
     if errors:

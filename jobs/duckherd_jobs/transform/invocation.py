@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import yaml
 
+from duckherd_jobs.fault_points import armed, pause_point
 from duckherd_jobs.transform.project import project_files
 from duckherd_jobs.transform.schemas import install_json_schemas, recording_json_schemas
 
@@ -35,6 +36,7 @@ TARGET_SCHEMA = "main"
 PROFILE_SHAPE = 1
 PREPARED_DIR = "target"
 PARTIAL_PARSE_FILE = "partial_parse.msgpack"
+MODEL_BUILT_POINT = "transform.model-built"
 FINGERPRINT_FILE = "duckherd-prepared.json"
 _LOCK_ERRORS = ("Could not set lock", "Conflicting lock")
 _CACHED_MANIFESTS_KEPT = 4
@@ -387,7 +389,14 @@ def _relations(manifest: Any | None, nodes: list[DbtNodeResult]) -> dict[str, st
 def _runner(manifest: Any | None) -> Any:
     from dbt.cli.main import dbtRunner
 
-    return dbtRunner(manifest=manifest)
+    callbacks: list[Any] = [_pause_after_first_model] if armed(MODEL_BUILT_POINT) else []
+    return dbtRunner(manifest=manifest, callbacks=callbacks)
+
+
+def _pause_after_first_model(event: Any) -> None:
+    """Fault tests only (fault_points.py): stop dbt between its first model and the rest."""
+    if event.info.name == "NodeFinished" and event.data.node_info.resource_type == "model":
+        pause_point(MODEL_BUILT_POINT)
 
 
 def _node_result(item: Any) -> DbtNodeResult:

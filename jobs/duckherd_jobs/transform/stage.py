@@ -1,4 +1,5 @@
-"""The transform stage: `dbt build` on the warehouse, results into the stage summary."""
+"""The transform stage: `dbt build` on a copy of the warehouse, swapped in when all of it
+succeeded (build_copy.py); results into the stage summary."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from duckherd.errors import PipelineError
 from duckherd.status import rfc3339
 from duckherd.summary import ModelRun, StageSummary, TableSummary
 from duckherd_jobs.context import StageContext, utc_now
+from duckherd_jobs.fault_points import pause_point
 from duckherd_jobs.history import checks_summary, record_checks
 from duckherd_jobs.sql import qualified
+from duckherd_jobs.transform.build_copy import discard_build, start_build, swap_in
 from duckherd_jobs.transform.dbt_tests import dbt_test_records
 from duckherd_jobs.transform.invocation import DbtInvocation, DbtNodeResult, DbtOutcome, run_dbt
 from duckherd_jobs.transform.project import locate_project
@@ -54,27 +57,44 @@ def run_transform(ctx: StageContext) -> StageSummary:
         scratch=Path(tempfile.gettempdir()),
     )
     log.info("dbt project %s", project)
-    # Wait for the file lock (bounded) and make sure the schemas exist; dbt-duckdb opens the
-    # file itself, so our connection is closed before dbt starts.
-    with connect(ctx.warehouse, timeout_seconds=ctx.lock_timeout_seconds):
-        pass
-    with tempfile.TemporaryDirectory(prefix="duckherd-transform-") as workdir:
-        outcome = run_dbt(
-            DbtInvocation(
-                project=project,
-                warehouse=ctx.warehouse,
-                workdir=Path(workdir),
-                select=list(settings.select),
-                exclude=list(settings.exclude),
-                vars=dict(settings.vars),
-                full_refresh=settings.fullRefresh,
-                threads=settings.threads,
-                log_level=log_level,
-                manifest_cache=ctx.warehouse.parent / MANIFEST_CACHE_DIR,
-            ),
-            lock_timeout_seconds=ctx.lock_timeout_seconds,
-        )
-    return _summarize(outcome, ctx)
+    # The whole stage holds the warehouse's lock (waiting, bounded, for it); dbt builds on a
+    # copy that replaces the warehouse only when every node succeeded (build_copy.py).
+    with connect(ctx.warehouse, timeout_seconds=ctx.lock_timeout_seconds) as held:
+        build = start_build(held, ctx.warehouse, ctx.run_id)
+        try:
+            pause_point("transform.copied")
+            with tempfile.TemporaryDirectory(prefix="duckherd-transform-") as workdir:
+                invocation = DbtInvocation(
+                    project=project,
+                    warehouse=build,
+                    workdir=Path(workdir),
+                    select=list(settings.select),
+                    exclude=list(settings.exclude),
+                    vars=dict(settings.vars),
+                    full_refresh=settings.fullRefresh,
+                    threads=settings.threads,
+                    log_level=log_level,
+                    manifest_cache=ctx.warehouse.parent / MANIFEST_CACHE_DIR,
+                )
+                outcome = run_dbt(invocation, lock_timeout_seconds=ctx.lock_timeout_seconds)
+            pause_point("transform.built")
+            return _keep_or_discard(outcome, ctx, held, build)
+        finally:
+            discard_build(build)
+
+
+def _keep_or_discard(
+    outcome: DbtOutcome, ctx: StageContext, held: duckdb.DuckDBPyConnection, build: Path
+) -> StageSummary:
+    """Swap the build in when all of it succeeded; else the warehouse stays as it was."""
+    if not outcome.success:
+        return _summarize(outcome, ctx, held, built=None)
+    with connect(build, timeout_seconds=ctx.lock_timeout_seconds) as built:
+        summary = _summarize(outcome, ctx, built, built=built)
+        built.execute("CHECKPOINT")  # everything in the file that is renamed
+    swap_in(build, ctx.warehouse)
+    pause_point("transform.swapped")
+    return summary
 
 
 def _dbt_settings(ctx: StageContext) -> DbtTransform:
@@ -92,20 +112,28 @@ def _dbt_log_level(ctx: StageContext) -> str:
     return level
 
 
-def _summarize(outcome: DbtOutcome, ctx: StageContext) -> StageSummary:
+def _summarize(
+    outcome: DbtOutcome,
+    ctx: StageContext,
+    checks_into: duckdb.DuckDBPyConnection,
+    *,
+    built: duckdb.DuckDBPyConnection | None,
+) -> StageSummary:
+    """The stage's summary; dbt's test results go into `checks_into` (the built copy on
+    success, the untouched warehouse on failure), row counts come from `built`."""
     if outcome.error and not outcome.nodes:
         # dbt stopped before running any node (parse / compile / connection error).
         raise TransformError(f"dbt failed: {outcome.error}")
     models = {
         node.name: node.status for node in outcome.nodes if node.resource_type in _BUILT_TYPES
     }
-    tables = _row_counts(ctx, [node for node in outcome.nodes if _built_table(node)])
+    counted = [node for node in outcome.nodes if _built_table(node)]
+    tables = _row_counts(built, counted) if built is not None else {}
     failures = [node for node in outcome.nodes if node.status in _FAILED]
     error = _failure_message(failures, outcome.error) if not outcome.success else None
     tests = dbt_test_records(outcome.nodes, outcome.relations)
     if tests:  # into the run's quality verdict (the check stage reads them back)
-        with connect(ctx.warehouse, timeout_seconds=ctx.lock_timeout_seconds) as connection:
-            record_checks(connection, ctx.run_id, utc_now(), tests)
+        record_checks(checks_into, ctx.run_id, utc_now(), tests)
     return StageSummary(
         stage="transform",
         ok=outcome.success,
@@ -144,21 +172,18 @@ def _built_table(node: DbtNodeResult) -> bool:
     )
 
 
-def _row_counts(ctx: StageContext, nodes: list[DbtNodeResult]) -> dict[str, TableSummary]:
-    if not nodes:
-        return {}
+def _row_counts(
+    connection: duckdb.DuckDBPyConnection, nodes: list[DbtNodeResult]
+) -> dict[str, TableSummary]:
     counts: dict[str, TableSummary] = {}
-    with connect(ctx.warehouse, timeout_seconds=ctx.lock_timeout_seconds) as connection:
-        for node in nodes:
-            try:
-                row = connection.execute(
-                    f"SELECT count(*) FROM {qualified(node.relation)}"
-                ).fetchone()
-            except duckdb.Error as error:  # reported, not fatal: the build itself succeeded
-                log.warning("cannot count rows of %s: %s", node.relation, error)
-                continue
-            rows = int(row[0]) if row else 0
-            counts[node.relation] = TableSummary(rows=rows, loaded=rows)
+    for node in nodes:
+        try:
+            row = connection.execute(f"SELECT count(*) FROM {qualified(node.relation)}").fetchone()
+        except duckdb.Error as error:  # reported, not fatal: the build itself succeeded
+            log.warning("cannot count rows of %s: %s", node.relation, error)
+            continue
+        rows = int(row[0]) if row else 0
+        counts[node.relation] = TableSummary(rows=rows, loaded=rows)
     return counts
 
 
@@ -171,4 +196,8 @@ def _failure_message(failures: list[DbtNodeResult], error: str | None) -> str:
         parts.append(f"... and {len(failures) - _MAX_ERRORS_REPORTED} more")
     if error:
         parts.append(error)
-    return "dbt build failed: " + ("; ".join(parts) or "no node reported an error")
+    return (
+        "dbt build failed: "
+        + ("; ".join(parts) or "no node reported an error")
+        + " (nothing of this build was kept: the warehouse is as before the run)"
+    )
