@@ -7,6 +7,7 @@ the lock rather than failing at once, and names the file and the wait on timeout
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -74,6 +75,24 @@ CREATE TABLE IF NOT EXISTS _duckherd.profiles (
 
 class WarehouseLockTimeout(PipelineError, TimeoutError):
     """Another process held the warehouse for longer than we may wait."""
+
+
+class WarehouseCopyError(PipelineError, OSError):
+    """Copying the warehouse file failed (the message carries `cp`'s reason)."""
+
+
+def copy_in_child(source: Path, target: Path) -> None:
+    """Copy a warehouse file whose lock this process may hold, in a child process (`cp`,
+    sharing blocks where the filesystem can). DuckDB's lock is a POSIX record lock: were this
+    process to open and close the file itself, the close would drop the lock."""
+    result = subprocess.run(
+        ["cp", "--reflink=auto", "--", str(source), str(target)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise WarehouseCopyError(f"copying {source} to {target} failed: {result.stderr.strip()}")
 
 
 def _is_lock_error(error: duckdb.Error) -> bool:

@@ -8,11 +8,18 @@ the same run: with dbt's per-model commits they would stay; the stage must keep 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
+import yaml
 
+from duckherd_jobs.fault_points import ENV_PAUSE_AT, ENV_PAUSE_DIR
 from duckherd_jobs.runner import run_stage
 from duckherd_jobs.transform.build_copy import build_path, leftover_builds
 from tests.jobs.test_transform import AS_OF, CUSTOMERS, context, copy_project, load_raw
@@ -174,3 +181,43 @@ def test_a_copy_left_by_a_killed_transform_is_removed_by_the_next(tmp_path: Path
 
     assert run_stage("transform", ctx).ok
     assert leftover_builds(ctx.warehouse) == []
+
+
+def test_the_warehouse_stays_locked_while_dbt_builds_on_the_copy(tmp_path: Path) -> None:
+    """DuckDB's lock is a POSIX record lock, dropped when the process closes ANY descriptor
+    of the file: copying it in the stage's own process would open the warehouse to writers
+    for the whole dbt build. The real stage, stopped right after the copy, still holds it."""
+    ctx = context(tmp_path, {"vars": AS_OF})
+    load_raw(ctx.warehouse)
+    spec = tmp_path / "pipeline.yaml"
+    manifest = ctx.pipeline.model_dump(mode="json", exclude_none=True, by_alias=True)
+    spec.write_text(yaml.safe_dump(manifest))
+    pauses = tmp_path / "pauses"
+    pauses.mkdir()
+    stage = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "duckherd"),
+            "job",
+            "transform",
+            f"--spec={spec}",
+            f"--warehouse={ctx.warehouse}",
+            f"--termination-log={tmp_path / 'termination-log'}",
+        ],
+        env={**os.environ, ENV_PAUSE_AT: "transform.copied", ENV_PAUSE_DIR: str(pauses)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (pauses / "transform.copied.paused").exists():
+            assert stage.poll() is None, "the stage ended before the pause point"
+            assert time.monotonic() < deadline, "the stage never reached the pause point"
+            time.sleep(0.05)
+        with pytest.raises(duckdb.IOException, match="lock"):
+            duckdb.connect(str(ctx.warehouse)).close()
+        (pauses / "transform.copied.release").touch()
+        assert stage.wait(timeout=300) == 0
+    finally:
+        if stage.poll() is None:
+            stage.kill()
+            stage.wait()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from duckherd.status import rfc3339
 from duckherd.summary import BackupRecord, TaskSummary
 from duckherd_jobs.backup.destinations import BackupError, Destination, destination_for
 from duckherd_jobs.context import utc_now
-from duckherd_jobs.warehouse import connect, open_with_retry
+from duckherd_jobs.warehouse import WarehouseCopyError, connect, copy_in_child, open_with_retry
 
 LATEST = "latest"
 _CHUNK = 1 << 20
@@ -60,12 +59,11 @@ def _sha256(path: Path) -> str:
 
 
 def _copy_in_child(source: Path, target: Path) -> None:
-    """`cp` in a child process: see the module doc for why not in this one."""
-    result = subprocess.run(
-        ["cp", "--", str(source), str(target)], capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        raise BackupError(f"copying {source} to {target} failed: {result.stderr.strip()}")
+    """A child process copies (warehouse.copy_in_child): see the module doc for why."""
+    try:
+        copy_in_child(source, target)
+    except WarehouseCopyError as error:
+        raise BackupError(str(error)) from None
 
 
 def _newest_run(connection: duckdb.DuckDBPyConnection) -> str | None:
