@@ -110,14 +110,14 @@ def operator(cluster: Cluster, pipeline_namespace: str) -> Iterator[Operator]:
         yield installed
 
 
-def _pipeline(source_url: str) -> dict[str, Any]:
-    """The example reduced to its ingest, with no retries: one pod per run."""
-    manifest = load_example(source_url)
-    manifest["metadata"]["name"] = NAME
-    for stage in ("transform", "quality"):
-        manifest["spec"].pop(stage, None)
-    manifest["spec"]["sources"][0]["http"]["maxRetries"] = 0
-    return manifest
+def _pipeline(api: str) -> dict[str, Any]:
+    """The example reduced to its customers source (read from `api`), with no retries and no
+    other stage: one pod per run."""
+    example = load_example(api)
+    (customers,) = [s for s in example["spec"]["sources"] if s["name"] == "customers"]
+    customers["http"]["maxRetries"] = 0
+    kept = {key: example["spec"][key] for key in ("schedule", "timeZone", "freshness")}
+    return {**example, "metadata": {"name": NAME}, "spec": {**kept, "sources": [customers]}}
 
 
 def _run_now(namespace: str) -> str:
@@ -175,13 +175,13 @@ def test_one_message_per_transition_and_none_after_a_restart(
     )
 
     # A run whose source answers 500: one Failing message.
-    apply_manifest(_pipeline(f"{base}/customers"), ns)
+    apply_manifest(_pipeline(base), ns)
     failed_run = _run_now(ns)
     assert wait_run_finished(ns, NAME, failed_run)["status"]["lastRun"]["result"] == "Failed"
     wait_until("the failure notified", lambda: _messages(handler), timeout=REACTION_TIMEOUT)
 
     # The source is back: one Recovered message.
-    apply_manifest(_pipeline(f"{demo_api.url}/customers"), ns)
+    apply_manifest(_pipeline(demo_api.url), ns)
     good_run = _run_now(ns)
     assert wait_run_finished(ns, NAME, good_run)["status"]["lastRun"]["result"] == "Succeeded"
     wait_until(
