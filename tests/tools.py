@@ -25,6 +25,28 @@ def missing_tool(message: str) -> NoReturn:
     pytest.skip(message)
 
 
+def promtool() -> str:
+    """Prometheus's promtool (Debian package `prometheus`; hack/setup.sh installs it)."""
+    found = shutil.which("promtool")
+    if found is None:
+        missing_tool("no promtool (Debian package `prometheus`; hack/setup.sh installs it)")
+    return found
+
+
+def promtool_lint_metrics(exposition: str) -> tuple[int, str]:
+    """`promtool check metrics` on a /metrics exposition: its exit code and what it reports
+    (nothing, when the names, types, units and help texts follow Prometheus's conventions)."""
+    checked = subprocess.run(
+        [promtool(), "check", "metrics"],
+        input=exposition,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return checked.returncode, checked.stdout + checked.stderr
+
+
 def go() -> str:
     """The Go toolchain (PATH, $GO or /usr/local/go)."""
     found = os.environ.get("GO") or shutil.which("go")

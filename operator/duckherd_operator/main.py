@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import prometheus_client
-
 from duckherd_operator.webhook import WebhookConfig
 
 
@@ -17,12 +15,14 @@ def run(
     import kopf
 
     import duckherd_operator.handlers  # noqa: F401  (registers the handlers)
+    from duckherd_operator import metrics
     from duckherd_operator.context import new_memo
+    from duckherd_operator.metrics_server import start_metrics_server
 
     kopf.configure(verbose=False)  # INFO logs, Kopf's own format
 
     if metrics_port:
-        prometheus_client.start_http_server(metrics_port)
+        start_metrics_server(metrics_port, metrics.PIPELINES)
     kopf.run(
         standalone=True,
         clusterwide=not namespaces,

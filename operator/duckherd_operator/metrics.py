@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from prometheus_client import Counter, Histogram
 
-from duckherd_operator.pipeline_metrics import RunHistory
+from duckherd_operator.pipeline_metrics import PipelineMetrics, RunHistory
 
 CHILDREN_APPLIED = Counter(
     "duckherd_children_applied_total", "Times a pipeline's children were server-side applied."
@@ -75,6 +75,8 @@ for _result in ("success", "error"):
 RECONCILE_ERRORS.labels(controller=CONTROLLER)
 
 HISTORY = RunHistory()
+# The per-pipeline families /metrics serves (metrics_server.py) from the watch cache.
+PIPELINES = PipelineMetrics(HISTORY)
 
 
 @contextmanager

@@ -168,6 +168,14 @@ class Operator:
     def logs(self) -> str:
         return kubectl("logs", "-n", self.namespace, self.ready_pod(), "--tail=-1")
 
+    def metrics(self) -> str:
+        """The operator's /metrics, through its metrics Service (the API server's proxy)."""
+        path = (
+            f"/api/v1/namespaces/{self.namespace}/services/"
+            f"{self.fullname}-metrics:metrics/proxy/metrics"
+        )
+        return kubectl("get", "--raw", path, check=False)
+
     def rss_bytes(self, field: str = "VmRSS") -> int:
         """Resident memory of the operator process (PID 1 of its container): now (`VmRSS`),
         or its peak since it started (`VmHWM`)."""
@@ -181,11 +189,7 @@ class Operator:
     def metric(self, name: str) -> float:
         """A sample of the operator's own Prometheus metrics (through the API server's service
         proxy), -1 while it cannot be read."""
-        path = (
-            f"/api/v1/namespaces/{self.namespace}/services/"
-            f"{self.fullname}-metrics:metrics/proxy/metrics"
-        )
-        text = kubectl("get", "--raw", path, check=False)
+        text = self.metrics()
         found = re.search(rf"^{re.escape(name)}\s+(\S+)$", text, re.MULTILINE)
         return float(found.group(1)) if found else -1.0
 

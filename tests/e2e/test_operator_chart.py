@@ -69,16 +69,8 @@ def test_operator_runs_ready_in_a_restricted_namespace(
     assert health.strip()
 
 
-def test_metrics_service_serves_prometheus_metrics(operator: Operator, kubectl: Kubectl) -> None:
-    path = (
-        f"/api/v1/namespaces/{operator.namespace}/services/"
-        f"{operator.fullname}-metrics:metrics/proxy/metrics"
-    )
-    metrics = wait_until(
-        "the metrics endpoint",
-        lambda: kubectl("get", "--raw", path, check=False),
-        timeout=REACTION_TIMEOUT,
-    )
+def test_metrics_service_serves_prometheus_metrics(operator: Operator) -> None:
+    metrics = wait_until("the metrics endpoint", operator.metrics, timeout=REACTION_TIMEOUT)
     assert "duckherd_status_patches_total" in metrics
 
 

@@ -25,8 +25,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import psycopg2
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from duckherd_jobs.demo_source import DemoSource
+from tests import tools
 from tests.e2e.conftest import Cluster, kubectl, kubectl_json, wait_until
 from tests.e2e.operator_support import (
     REACTION_TIMEOUT,
@@ -254,6 +256,61 @@ def test_a_successful_run_leaves_normal_events(
     """Runs after the annotation run above succeeded."""
     normal = {e["reason"] for e in events_for(pipeline_namespace, NAME) if e["type"] == "Normal"}
     assert {"StageSucceeded", "RunSucceeded"} <= normal, normal
+
+
+def _samples(exposition: str, metric: str, /, **labels: str) -> list[float]:
+    """Values of the samples of `metric` whose labels include `labels` (prometheus_client's
+    parser reads the exposition)."""
+    return [
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == metric and labels.items() <= sample.labels.items()
+    ]
+
+
+def test_the_run_shows_in_status_and_on_the_operators_metrics(
+    example: dict[str, Any], operator: Operator, pipeline_namespace: str
+) -> None:
+    """After the first run: what each stage used and the warehouse are in status, and the
+    operator's /metrics carries the pipeline's series (docs/metrics.md), lint-free."""
+    ns = pipeline_namespace
+    status = get_pipeline(ns, NAME)["status"]
+    for stage in status["lastRun"]["stages"]:
+        assert stage["peakMemoryBytes"] > 20 * 2**20, stage  # Python and DuckDB at least
+        assert stage["cpuSeconds"] > 0, stage
+    warehouse = status["warehouse"]
+    assert warehouse["sizeBytes"] > 0 and warehouse["availableBytes"] > 0
+    assert warehouse["availableBytes"] <= warehouse["capacityBytes"]
+
+    mine = {"namespace": ns, "pipeline": NAME}
+
+    def scraped() -> str | None:
+        text = operator.metrics()
+        counted = "duckherd_pipeline_runs_total" in text
+        return text if counted and _samples(text, "duckherd_pipeline_runs_total", **mine) else None
+
+    text: str = wait_until("the run counted on /metrics", scraped, timeout=REACTION_TIMEOUT)
+    print("[e2e metrics] " + "\n".join(line for line in text.splitlines() if NAME in line))
+    assert _samples(text, "duckherd_pipeline_runs_total", **mine, result="succeeded") == [1.0]
+    ready = {"type": "DataReady", "status": "True", "reason": "RunSucceeded"}
+    assert _samples(text, "duckherd_pipeline_condition", **mine, **ready) == [1.0]
+    table = {"table": "raw.customers"}
+    assert _samples(text, "duckherd_table_rows", **mine, **table) == [float(CUSTOMERS)]
+    for stage in status["lastRun"]["stages"]:
+        at = {**mine, "stage": stage["stage"]}
+        assert _samples(text, "duckherd_stage_duration_seconds_count", **at) == [1.0]
+        peak = _samples(text, "duckherd_stage_last_peak_memory_bytes", **at)
+        assert peak == [float(stage["peakMemoryBytes"])]
+    size = _samples(text, "duckherd_warehouse_size_bytes", **mine)
+    assert size == [float(warehouse["sizeBytes"])]
+    assert _samples(text, "duckherd_pipeline_last_load_timestamp_seconds", **mine)
+    for kpi in example["spec"].get("metrics", []):
+        assert _samples(text, "duckherd_kpi", **mine, name=kpi["name"]), kpi
+    success = {"controller": "datapipeline", "result": "success"}
+    assert sum(_samples(text, "controller_runtime_reconcile_total", **success)) > 0
+    assert sum(_samples(text, "rest_client_requests_total", code="200")) > 0
+    assert tools.promtool_lint_metrics(text) == (0, "")
 
 
 def test_manual_job_chains_even_with_the_operator_down_mid_chain(
@@ -520,3 +577,12 @@ def test_delete_collects_the_children_and_keeps_the_warehouse(
     assert exists("pvc", CLAIM, ns)
     rows = query_warehouse(ns, CLAIM, operator.image, "select count(*) from raw.customers")
     assert rows == [[CUSTOMERS]]
+    # Its series are gone from the operator's /metrics with it.
+    mine = {"namespace": ns, "pipeline": NAME}
+
+    def gone() -> bool:
+        text = operator.metrics()  # (an answer, not an error: the operator's own series)
+        served = "duckherd_resync_rounds_total" in text
+        return served and not _samples(text, "duckherd_pipeline_info", **mine)
+
+    assert wait_until("its series gone from /metrics", gone, timeout=REACTION_TIMEOUT)

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
+from tests import tools
 from tests.chart import need_helm, one, render
-from tests.tools import REPO_ROOT, missing_tool
+from tests.tools import REPO_ROOT
 
 HERE = Path(__file__).resolve().parent
 RULE_TESTS = HERE / "alerts_test.yaml"
@@ -46,10 +47,7 @@ def helm() -> str:
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        missing_tool("no promtool (Debian package `prometheus`; hack/setup.sh installs it)")
-    return found
+    return tools.promtool()
 
 
 def rendered_rules(helm: str, *flags: str) -> dict[str, Any]:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
-import subprocess
 import tracemalloc
 import urllib.request
 from collections.abc import Iterator
@@ -16,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, start_http_server
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 
 from duckherd.api import API_VERSION, KIND, DataPipelineSpec, DataPipelineStatus
 from duckherd.status import RunObservation, StageObservation, compute_status
@@ -32,8 +31,9 @@ from duckherd.summary import (
 )
 from duckherd_operator import metrics
 from duckherd_operator.handlers.monitoring import forget_deleted_pipeline
-from duckherd_operator.pipeline_metrics import PipelineCollector, RunHistory
-from tests.tools import missing_tool
+from duckherd_operator.metrics_server import start_metrics_server
+from duckherd_operator.pipeline_metrics import PipelineMetrics, RunHistory
+from tests import tools
 from tests.unit.manifests import spec
 
 GOLDEN = Path(__file__).parent / "golden" / "pipeline-metrics.txt"
@@ -138,9 +138,9 @@ def _fleet(history: RunHistory) -> Index:
 
 
 def _exposition(index: Index, history: RunHistory) -> str:
-    registry = CollectorRegistry()
-    registry.register(PipelineCollector(index, history, now=lambda: NOW))
-    return generate_latest(registry).decode()
+    served = PipelineMetrics(history, now=lambda: NOW)
+    served.attach(index)
+    return b"".join(served.render()).decode()
 
 
 def test_exposition_matches_golden() -> None:
@@ -230,43 +230,47 @@ def test_reconcile_passes_are_counted_by_result() -> None:
 # --------------------------------------------------------------------------- promtool
 
 
-def _promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        missing_tool("promtool not installed (Debian package prometheus; hack/setup.sh)")
-    return found
-
-
 @pytest.fixture
 def served_metrics() -> Iterator[str]:
-    """The operator's /metrics as main.py serves it (prometheus_client's server, the default
-    registry), with the per-pipeline collector registered as the startup handler does."""
+    """The operator's /metrics server as main.py starts it: the default registry (controller
+    and process metrics) and the per-pipeline families, on a free loopback port."""
     history = RunHistory()
-    collector = PipelineCollector(_fleet(history), history, now=lambda: NOW)
-    REGISTRY.register(collector)
+    pipelines = PipelineMetrics(history, now=lambda: NOW)
+    pipelines.attach(_fleet(history))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server, thread = start_http_server(port, addr="127.0.0.1")
+    server = start_metrics_server(port, pipelines, address="127.0.0.1")
     try:
         yield f"http://127.0.0.1:{port}/metrics"
     finally:
         server.shutdown()
-        thread.join()
-        REGISTRY.unregister(collector)
+        server.server_close()
 
 
 def test_promtool_finds_nothing_to_lint_in_the_served_metrics(served_metrics: str) -> None:
-    promtool = _promtool()
     metrics.count_request("GET", "https://10.96.0.1:443", 200)
     with metrics.reconcile_pass():
         pass
     with urllib.request.urlopen(served_metrics, timeout=30) as answer:
+        assert answer.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
         text = answer.read().decode()
+    # prometheus_client's parser reads it back: one family per name, the histogram whole.
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    durations = families["duckherd_stage_duration_seconds"]
+    assert durations.type == "histogram" and len(durations.samples) == 4 * 8
+    assert families["duckherd_pipeline_info"].samples[0].labels["pipeline"] == "fresh"
     for name in ("duckherd_pipeline_runs_total", "controller_runtime_reconcile_total"):
         assert f"# TYPE {name} counter" in text
     assert 'rest_client_requests_total{code="200",host="10.96.0.1:443",method="GET"}' in text
-    checked = subprocess.run(
-        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
-    )
-    assert (checked.returncode, checked.stdout + checked.stderr) == (0, "")
+    assert tools.promtool_lint_metrics(text) == (0, "")
+
+
+def test_label_values_are_escaped_as_the_text_format_requires() -> None:
+    awkward = 'Customers "active" in C:\\shop\nper day'
+    body = _body("odd", None)
+    body["spec"] = spec(metrics=[{**SPEC["metrics"][0], "help": awkward}])
+    text = _exposition({("analytics", "odd"): [body]}, RunHistory())
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    assert families["duckherd_kpi_info"].samples[0].labels["help"] == awkward
+    assert tools.promtool_lint_metrics(text) == (0, "")

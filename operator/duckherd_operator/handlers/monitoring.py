@@ -3,31 +3,23 @@ accumulated part dropped when a pipeline is deleted (docs/metrics.md)."""
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import kopf
-from prometheus_client import REGISTRY
 
 from duckherd.api import GROUP, PLURAL, VERSION
 from duckherd_operator import metrics
 from duckherd_operator.handlers.caches import Caches
-from duckherd_operator.pipeline_metrics import PipelineCollector
 
 
 @kopf.on.startup()
-async def serve_pipeline_metrics(memo: kopf.Memo, **kwargs: Any) -> None:
-    collector = PipelineCollector(Caches.from_kwargs(kwargs).pipelines, metrics.HISTORY)
-    REGISTRY.register(collector)
-    memo["pipeline_collector"] = collector
+async def serve_pipeline_metrics(**kwargs: Any) -> None:
+    metrics.PIPELINES.attach(Caches.from_kwargs(kwargs).pipelines)
 
 
 @kopf.on.cleanup()
-async def stop_pipeline_metrics(memo: kopf.Memo, **_: Any) -> None:
-    collector = memo.get("pipeline_collector")
-    if isinstance(collector, PipelineCollector):
-        with contextlib.suppress(KeyError):  # never registered
-            REGISTRY.unregister(collector)
+async def stop_pipeline_metrics(**_: Any) -> None:
+    metrics.PIPELINES.detach()
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
