@@ -14,20 +14,23 @@ from datetime import UTC, datetime
 from typing import Any
 
 from duckherd.api import API_VERSION, KIND
-from duckherd.contract import LABEL_PIPELINE, LABEL_RUN_ID, LABEL_TRIGGER
+from duckherd.contract import ANNOTATION_BACKUP_ID, LABEL_PIPELINE, LABEL_RUN_ID, LABEL_TRIGGER
 from duckherd.status import Problem
 from duckherd_operator import metrics
 from duckherd_operator.applied import APPLIED
 from duckherd_operator.builders import (
     Pipeline,
     build_children,
+    build_restore_job,
     build_stage_job,
     chained_job_name,
     cronjob_name,
+    restore_job_name,
 )
-from duckherd_operator.chain import LabelRun, StartStage, job_view
+from duckherd_operator.chain import LabelRun, StartStage, job_state, job_view
 from duckherd_operator.client import KubeClient, collection_path, object_path
 from duckherd_operator.report import Notice, event_manifest
+from duckherd_operator.tasks import task_active, task_jobs
 
 log = logging.getLogger("duckherd.operator")
 
@@ -107,6 +110,8 @@ async def start_run_now(kube: KubeClient, pipeline: Pipeline, job_name: str) -> 
         active = [v.name for v in views if v.active]
         if active:
             raise PipelineBusy(f"stage Job {active[0]} is active")
+        if task_active(jobs, "restore"):
+            raise PipelineBusy("a restore of the warehouse is running")
         job = build_stage_job(
             pipeline,
             "ingest",
@@ -116,6 +121,41 @@ async def start_run_now(kube: KubeClient, pipeline: Pipeline, job_name: str) -> 
             cronjob_uid=await _cronjob_uid(kube, pipeline, "ingest"),
         )
         return await kube.create(job) is not None
+
+
+async def start_restore(kube: KubeClient, pipeline: Pipeline, backup_id: str) -> str | None:
+    """Create a restore Job; its name, or None when one for this backup is already active
+    (a retried handler).
+
+    Raises PipelineBusy while a stage Job is active: the restore waits for the run to end
+    rather than replacing the warehouse under it."""
+    async with pipeline_lock(pipeline.namespace, pipeline.name):
+        jobs = await kube.list(
+            collection_path("batch/v1", "Job", pipeline.namespace),
+            f"{LABEL_PIPELINE}={pipeline.name}",
+        )
+        restores = task_jobs(jobs, "restore")
+        if any(
+            (job["metadata"].get("annotations") or {}).get(ANNOTATION_BACKUP_ID) == backup_id
+            and job_state(job.get("status") or {}) in ("Pending", "Running")
+            for job in restores
+        ):
+            return None
+        active = [v.name for job in jobs if (v := job_view(job)) is not None and v.active]
+        if active:
+            raise PipelineBusy(f"stage Job {active[0]} is active")
+        # Numbered by the restores before it: the same backup can be restored again later.
+        name = restore_job_name(pipeline.name, f"{pipeline.uid}/{backup_id}/{len(restores)}")
+        created = await kube.create(build_restore_job(pipeline, backup_id, name=name))
+        return name if created is not None else None
+
+
+async def consume_annotation(kube: KubeClient, pipeline: Pipeline, annotation: str) -> None:
+    """Remove a one-shot request annotation once acted on."""
+    await kube.merge_patch(
+        object_path(API_VERSION, KIND, pipeline.namespace, pipeline.name),
+        {"metadata": {"annotations": {annotation: None}}},
+    )
 
 
 async def patch_status(kube: KubeClient, namespace: str, name: str, patch: dict[str, Any]) -> None:

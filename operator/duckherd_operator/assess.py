@@ -25,6 +25,7 @@ from duckherd_operator.observe import (
     stuck_jobs,
     superseded,
 )
+from duckherd_operator.tasks import backups_status, restore_status, task_active
 from duckherd_operator.validation import Parsed, parse_pipeline
 
 
@@ -85,8 +86,11 @@ def assess(
     next_time = None
     actions: list[StartStage | LabelRun] = []
     ended: dict[str, Problem] = {}
+    pods = list(pods)
     if parsed.pipeline is not None:
         latest, actions = decide(parsed.pipeline.spec.stages(), stage_job_views(jobs))
+        if task_active(jobs, "restore"):  # the warehouse is being replaced: no stage starts
+            actions = [action for action in actions if not isinstance(action, StartStage)]
         if latest is not None:
             grouped = pods_by_job(pods)
             run_observation = observe_run(latest, grouped, previous)
@@ -106,4 +110,6 @@ def assess(
         next_schedule_time=next_time,
         problem=problem,
     )
+    status.backups = backups_status(previous.backups, jobs, pods)
+    status.restore = restore_status(previous.restore, jobs, pods)
     return Assessment(parsed, previous, status, actions, ended)

@@ -21,8 +21,12 @@ from duckherd.api import (
     iter_secret_refs,
 )
 from duckherd.contract import (
+    ANNOTATION_BACKUP_ID,
     ANNOTATION_GENERATION,
+    BACKUP_MOUNT,
     DBT_CONFIGMAP_MOUNT,
+    ENV_BACKUP_DIR,
+    ENV_BACKUP_ID,
     ENV_JOB_NAME,
     ENV_LINEAGE_TIMEOUT,
     ENV_OPENLINEAGE_API_KEY,
@@ -40,6 +44,7 @@ from duckherd.contract import (
     SPEC_FILE,
     SPEC_MOUNT,
     SPEC_PATH,
+    TASKS,
     TERMINATION_LOG,
     WAREHOUSE_MOUNT,
     WAREHOUSE_PATH,
@@ -174,7 +179,7 @@ def build_warehouse_pvc(pipeline: Pipeline) -> dict[str, Any] | None:
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": spec}
 
 
-def _env(pipeline: Pipeline, stage: Stage) -> list[dict[str, Any]]:
+def _env(pipeline: Pipeline, stage: str) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": ENV_SPEC, "value": SPEC_PATH},
         {"name": ENV_WAREHOUSE, "value": WAREHOUSE_PATH},
@@ -195,6 +200,8 @@ def _env(pipeline: Pipeline, stage: Stage) -> list[dict[str, Any]]:
             }
         )
     env += _lineage_env(pipeline)
+    if stage in TASKS:
+        env.append({"name": ENV_BACKUP_DIR, "value": BACKUP_MOUNT})
     for extra in pipeline.spec.pod.env:
         env.append(extra.model_dump(mode="json", exclude_none=True))
     return env
@@ -233,7 +240,8 @@ def _restricted_container_security() -> dict[str, Any]:
     }
 
 
-def build_pod_spec(pipeline: Pipeline, stage: Stage) -> dict[str, Any]:
+def build_pod_spec(pipeline: Pipeline, stage: str) -> dict[str, Any]:
+    """The pod of a stage, or of the backup or restore task."""
     spec = pipeline.spec
     pod = spec.pod
     volumes: list[dict[str, Any]] = [
@@ -253,6 +261,10 @@ def build_pod_spec(pipeline: Pipeline, stage: Stage) -> dict[str, Any]:
     if stage == "transform" and dbt is not None and dbt.project.configMap:
         volumes.append({"name": "dbt-project", "configMap": {"name": dbt.project.configMap}})
         mounts.append({"name": "dbt-project", "mountPath": DBT_CONFIGMAP_MOUNT, "readOnly": True})
+    backup_claim = backup_claim_name(pipeline)
+    if stage in TASKS and backup_claim is not None:
+        volumes.append({"name": "backups", "persistentVolumeClaim": {"claimName": backup_claim}})
+        mounts.append({"name": "backups", "mountPath": BACKUP_MOUNT})
     container: dict[str, Any] = {
         "name": stage,
         "image": pod.image or pipeline.image,
@@ -290,7 +302,7 @@ def build_pod_spec(pipeline: Pipeline, stage: Stage) -> dict[str, Any]:
     return pod_spec
 
 
-def build_job_spec(pipeline: Pipeline, stage: Stage) -> dict[str, Any]:
+def build_job_spec(pipeline: Pipeline, stage: str) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "backoffLimit": pipeline.spec.backoffLimit,
         "template": {
@@ -303,10 +315,12 @@ def build_job_spec(pipeline: Pipeline, stage: Stage) -> dict[str, Any]:
     return spec
 
 
-def stage_schedule(pipeline: Pipeline, stage: Stage) -> tuple[str, bool]:
+def stage_schedule(pipeline: Pipeline, stage: str) -> tuple[str, bool]:
     """(schedule, suspended): ingest runs on spec.schedule; others only when chained,
-    unless the transform has its own schedule."""
+    unless the transform has its own schedule; backups on spec.backup.schedule."""
     spec = pipeline.spec
+    if stage == "backup" and spec.backup is not None:
+        return spec.backup.schedule, spec.suspend
     if stage == "ingest":
         return spec.schedule, spec.suspend
     if stage == "transform" and spec.transform and spec.transform.dbt.schedule:
@@ -314,7 +328,7 @@ def stage_schedule(pipeline: Pipeline, stage: Stage) -> tuple[str, bool]:
     return UNSCHEDULED, True
 
 
-def build_cronjob(pipeline: Pipeline, stage: Stage) -> dict[str, Any]:
+def build_cronjob(pipeline: Pipeline, stage: str) -> dict[str, Any]:
     schedule, suspended = stage_schedule(pipeline, stage)
     spec: dict[str, Any] = {
         "schedule": schedule,
@@ -346,7 +360,63 @@ def build_children(pipeline: Pipeline) -> list[dict[str, Any]]:
     if pvc is not None:
         children.append(pvc)
     children.extend(build_cronjob(pipeline, stage) for stage in pipeline.spec.stages())
+    if pipeline.spec.backup is not None:
+        backups = build_backup_pvc(pipeline)
+        if backups is not None:
+            children.append(backups)
+        children.append(build_cronjob(pipeline, "backup"))
     return children
+
+
+def backup_claim_name(pipeline: Pipeline) -> str | None:
+    """The backup volume's claim; None without spec.backup.volume (a bucket, or no backup)."""
+    backup = pipeline.spec.backup
+    if backup is None or backup.volume is None:
+        return None
+    return backup.volume.existingClaim or f"{pipeline.name}-backups"
+
+
+def build_backup_pvc(pipeline: Pipeline) -> dict[str, Any] | None:
+    """The `<name>-backups` claim; never owned by the pipeline: backups outlive it."""
+    backup = pipeline.spec.backup
+    if backup is None or backup.volume is None or backup.volume.existingClaim:
+        return None
+    metadata = _metadata(pipeline, f"{pipeline.name}-backups", "backup")
+    del metadata["ownerReferences"]
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": backup.volume.size or "1Gi"}},
+    }
+    if backup.volume.storageClassName:
+        spec["storageClassName"] = backup.volume.storageClassName
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": spec}
+
+
+def restore_job_name(pipeline_name: str, value: str) -> str:
+    """Deterministic per annotation value: a retried handler finds the Job it made."""
+    digest = hashlib.sha256(value.encode()).hexdigest()[:8]
+    return f"{pipeline_name}-restore-{digest}"
+
+
+def build_restore_job(pipeline: Pipeline, backup_id: str, *, name: str) -> dict[str, Any]:
+    """The one-off Job that restores `backup_id` (owned by the pipeline; no retries: a failed
+    restore leaves the warehouse as it was and says why)."""
+    job_labels = labels(pipeline, "restore")
+    job_spec = build_job_spec(pipeline, "restore")
+    job_spec["backoffLimit"] = 0
+    container = job_spec["template"]["spec"]["containers"][0]
+    container["env"].append({"name": ENV_BACKUP_ID, "value": backup_id})
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": pipeline.namespace,
+        "labels": job_labels,
+        "annotations": {
+            ANNOTATION_BACKUP_ID: backup_id,
+            ANNOTATION_GENERATION: str(pipeline.generation),
+        },
+        "ownerReferences": [owner_reference(pipeline)],
+    }
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}
 
 
 def chained_job_name(pipeline_name: str, stage: str, run_id: str) -> str:

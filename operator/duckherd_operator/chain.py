@@ -35,7 +35,7 @@ class JobView:
         return self.state in ("Pending", "Running")
 
 
-def _job_state(status: dict[str, Any]) -> str:
+def job_state(status: dict[str, Any]) -> str:
     for condition in status.get("conditions") or []:
         if condition.get("status") != "True":
             continue
@@ -71,7 +71,7 @@ def job_view(job: dict[str, Any]) -> JobView | None:
         labelled=bool(run_id),
         trigger=trigger,
         created=metadata.get("creationTimestamp", ""),
-        state=_job_state(status),
+        state=job_state(status),
         start_time=status.get("startTime"),
         completion_time=status.get("completionTime"),
     )

@@ -49,7 +49,7 @@ def pods_by_job(pods: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]
     return grouped
 
 
-def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
+def terminated_state(pod: dict[str, Any]) -> dict[str, Any] | None:
     for container in (pod.get("status") or {}).get("containerStatuses") or []:
         terminated = (container.get("state") or {}).get("terminated")
         if terminated:
@@ -106,7 +106,7 @@ def _summary_from_pods(
     job: JobView, pods: list[dict[str, Any]]
 ) -> tuple[StageSummary | None, str | None]:
     """The stage summary of a finished Job, or a message saying why there is none."""
-    finished = [(p, t) for p in pods if (t := _terminated(p)) is not None]
+    finished = [(p, t) for p in pods if (t := terminated_state(p)) is not None]
     if not finished:
         return None, None
     finished.sort(key=lambda pt: pt[1].get("finishedAt") or "")

@@ -80,6 +80,32 @@ def _condition_notices(type: str, old: DataPipelineStatus, new: DataPipelineStat
     return [Notice("Normal" if normal else "Warning", after.reason, after.message)]
 
 
+def _ended(before: tuple[object, ...] | None, after: tuple[object, ...]) -> bool:
+    """A Job's result that is final and was not shown before."""
+    return after[1] in ("Succeeded", "Failed") and before != after
+
+
+def _task_notices(old: DataPipelineStatus, new: DataPipelineStatus) -> list[Notice]:
+    """A backup Job or a restore that ended: once, when its result first shows."""
+    notices = []
+    before, after = old.backups, new.backups
+    if after is not None and _ended(
+        (before.lastJob, before.lastResult) if before else None, (after.lastJob, after.lastResult)
+    ):
+        if after.lastResult == "Succeeded" and after.items:
+            newest = after.items[0]
+            message = f"backup {newest.id} ({newest.sizeBytes} bytes) at {newest.location}"
+            notices.append(Notice("Normal", "BackupSucceeded", message))
+        elif after.lastResult == "Failed":
+            message = f"backup Job {after.lastJob}: {after.message}"
+            notices.append(Notice("Warning", "BackupFailed", message))
+    was, now = old.restore, new.restore
+    if now is not None and _ended((was.job, was.result) if was else None, (now.job, now.result)):
+        kind: Literal["Normal", "Warning"] = "Normal" if now.result == "Succeeded" else "Warning"
+        notices.append(Notice(kind, f"Restore{now.result}", now.message or now.result))
+    return notices
+
+
 def transition_notices(old: DataPipelineStatus, new: DataPipelineStatus) -> list[Notice]:
     """Events for transitions users care about (only on change: no spam at steady state)."""
     return [
@@ -87,6 +113,7 @@ def transition_notices(old: DataPipelineStatus, new: DataPipelineStatus) -> list
         *_run_notices(old.lastRun, new.lastRun),
         *_condition_notices(READY, old, new),
         *_condition_notices(DATA_READY, old, new),
+        *_task_notices(old, new),
     ]
 
 

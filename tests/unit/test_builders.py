@@ -16,6 +16,7 @@ from duckherd_operator.builders import (
     LineageDefaults,
     Pipeline,
     build_children,
+    build_restore_job,
     build_stage_job,
     build_warehouse_pvc,
     chained_job_name,
@@ -209,3 +210,55 @@ def test_a_pipelines_lineage_key_reaches_every_stage_as_a_secret_key_ref() -> No
     for stage in ("ingest", "transform", "check", "publish"):
         key = _stage_env(pipeline, stage)["DUCKHERD_SECRET_DATAHUB_TOKEN"]
         assert key["valueFrom"] == {"secretKeyRef": {"name": "datahub", "key": "token"}}
+
+
+BACKUP_S3 = {
+    "schedule": "30 7 * * *",
+    "keep": 5,
+    "s3": {
+        "endpoint": "http://s3.storage:8333",
+        "bucket": "backups",
+        "accessKeyIdSecretRef": {"name": "backup-s3", "key": "id"},
+        "secretAccessKeySecretRef": {"name": "backup-s3", "key": "secret"},
+    },
+}
+
+
+def test_backup_children_and_the_restore_job_match_golden() -> None:
+    pipeline = _pipeline(backup={"schedule": "30 7 * * *", "volume": {"size": "5Gi"}})
+    children = build_children(pipeline)
+    added = [c for c in children if c["metadata"]["name"] in ("shop-backups", "shop-backup")]
+    assert [c["kind"] for c in added] == ["PersistentVolumeClaim", "CronJob"]
+    assert "ownerReferences" not in added[0]["metadata"]  # backups outlive the pipeline
+    restore = build_restore_job(pipeline, "20261202t101500-123456", name="shop-restore-1")
+    _check_golden("backup.yaml", [*added, restore])
+
+
+def test_backup_and_restore_pods_are_restricted_and_alone_hold_the_bucket_secret() -> None:
+    pipeline = _pipeline(backup=BACKUP_S3)
+    children = {c["metadata"]["name"]: c for c in build_children(pipeline)}
+    assert "shop-backups" not in children  # a bucket needs no volume
+    backup = children["shop-backup"]
+    assert backup["spec"]["schedule"] == "30 7 * * *"
+    assert backup["spec"]["concurrencyPolicy"] == "Forbid"
+    restore = build_restore_job(pipeline, "latest", name="shop-restore-1")
+    for pod in (
+        backup["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+        restore["spec"]["template"]["spec"],
+    ):
+        assert pod["automountServiceAccountToken"] is False
+        container = pod["containers"][0]
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert sorted(_secret_env_of(container)) == [
+            "DUCKHERD_SECRET_BACKUP_S3_ID",
+            "DUCKHERD_SECRET_BACKUP_S3_SECRET",
+        ]
+    for name, child in children.items():
+        if child["kind"] == "CronJob" and name != "shop-backup":
+            container = child["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+            assert not [e for e in _secret_env_of(container) if "BACKUP_S3" in e]
+
+
+def _secret_env_of(container: dict[str, Any]) -> list[str]:
+    return [e["name"] for e in container["env"] if e["name"].startswith("DUCKHERD_SECRET_")]

@@ -7,8 +7,15 @@ from typing import Any
 import kopf
 
 from duckherd.api import GROUP, PLURAL, VERSION
-from duckherd.contract import ANNOTATION_RUN_NOW
-from duckherd_operator.actions import PipelineBusy, apply_children, post_events, start_run_now
+from duckherd.contract import ANNOTATION_RESTORE, ANNOTATION_RUN_NOW
+from duckherd_operator.actions import (
+    PipelineBusy,
+    apply_children,
+    consume_annotation,
+    post_events,
+    start_restore,
+    start_run_now,
+)
 from duckherd_operator.builders import run_now_job_name
 from duckherd_operator.context import kube
 from duckherd_operator.reconcile import reconcile_body, sync
@@ -58,3 +65,34 @@ async def run_now(
         await post_events(client, dict(body), [notice])
         logger.info("manual run %s started", job_name)
     await sync(client, parsed.pipeline.namespace, parsed.pipeline.name)
+
+
+@kopf.on.create(*RESOURCE, annotations={ANNOTATION_RESTORE: kopf.PRESENT})
+@kopf.on.update(*RESOURCE, annotations={ANNOTATION_RESTORE: kopf.PRESENT})
+@kopf.on.resume(*RESOURCE, annotations={ANNOTATION_RESTORE: kopf.PRESENT})
+async def restore(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """`kubectl annotate dp/NAME duckherd.io/restore=<backup id>` restores that backup (or
+    `latest`) with a one-off Job, once no stage Job is active; the annotation is then removed
+    and status.restore and Events tell how it goes."""
+    backup_id = str(body.metadata.annotations.get(ANNOTATION_RESTORE) or "").strip()
+    client = kube(memo)
+    parsed = parse_pipeline(dict(body))
+    pipeline = parsed.pipeline
+    if pipeline is None or pipeline.spec.backup is None or not backup_id:
+        cause = "the spec is invalid" if pipeline is None else "spec.backup is not set"
+        cause = cause if backup_id else "the annotation names no backup"
+        await post_events(client, dict(body), [Notice("Warning", "RestoreIgnored", cause)])
+        if pipeline is not None:
+            await consume_annotation(client, pipeline, ANNOTATION_RESTORE)
+        return
+    await apply_children(client, pipeline)
+    try:
+        name = await start_restore(client, pipeline, backup_id)
+    except PipelineBusy as busy:
+        raise kopf.TemporaryError(f"restore deferred: {busy}", delay=15) from busy
+    if name is not None:
+        message = f"restoring backup {backup_id} with Job {name}"
+        await post_events(client, dict(body), [Notice("Normal", "RestoreStarted", message)])
+        logger.info(message)
+    await consume_annotation(client, pipeline, ANNOTATION_RESTORE)
+    await sync(client, pipeline.namespace, pipeline.name)
