@@ -22,6 +22,7 @@ from duckherd_jobs.context import StageContext
 from duckherd_jobs.lineage import Lineage
 from duckherd_jobs.lineage.events import Datasets, ingest_datasets, publish_datasets
 from duckherd_jobs.lineage.naming import nominal_time, source_dataset
+from duckherd_jobs.runner import run_stage
 from tests import pipelines
 from tests.jobs.ingest_support import http_source
 from tests.jobs.lineage_support import Receiver, schema_errors
@@ -33,7 +34,17 @@ from tests.jobs.test_local_mode import (
     stage_pod,
     write_manifest,
 )
-from tests.services import free_port
+from tests.jobs.test_publish_support import (
+    CHECKS,
+    REDIS_ENV,
+    build_mart,
+    context,
+    customers_select,
+    record_check,
+    redis_entry,
+)
+from tests.jobs.test_publish_support import pipeline as publish_pipeline
+from tests.services import RedisServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -331,3 +342,29 @@ def test_a_stage_without_lineage_never_imports_the_client(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == loaded
+
+
+@pytest.mark.services
+def test_a_blocked_publish_emits_fail_naming_the_checks_and_publishes_nothing(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    warehouse = tmp_path / "w.duckdb"
+    build_mart(warehouse, customers_select(10, 1))
+    record_check(warehouse, "run-1", [("ids present", "error", False)])
+    spec = publish_pipeline([redis_entry(keyPrefix="lineage:blocked")], checks=CHECKS)
+    ctx = context(warehouse, spec, {REDIS_ENV: redis.url()}, run_id="run-1")
+    lineage_file = tmp_path / "lineage.jsonl"
+
+    summary = run_stage("publish", ctx, Lineage.from_environment(lineage_file, env={}))
+
+    assert summary.blocked
+    events = [json.loads(line) for line in lineage_file.read_text().splitlines()]
+    assert [e["eventType"] for e in events] == ["START", "FAIL"]
+    for event in events:
+        assert schema_errors(event) == [], event
+        assert redis.password not in json.dumps(event)
+    fail = events[1]
+    assert "ids present" in fail["run"]["facets"]["errorMessage"]["message"]
+    (target,) = fail["outputs"]
+    assert target["name"] == "lineage:blocked"
+    assert "outputStatistics" not in target["outputFacets"]  # nothing was published
