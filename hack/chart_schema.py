@@ -269,7 +269,7 @@ class LineageApiKeySecret(Values):
 class Lineage(Values):
     url: str = Field(
         default="",
-        pattern=r"^(https?://.+)?$",
+        pattern=r"^(https?://[^/@\s]+(/\S*)?)?$",  # no user:password@ (use apiKeySecret)
         max_length=2048,
         description="OpenLineage receiver (Marquez, DataHub); empty: no events by default.",
     )

@@ -754,7 +754,8 @@ class LineageSettings(ApiModel):
     )
     url: str | None = Field(
         default=None,
-        pattern=r"^https?://",
+        # No `user:password@`: the manifest is not a Secret (use apiKeySecretRef).
+        pattern=r"^https?://[^/@\s]+(/\S*)?$",
         max_length=2048,
         description=(
             "OpenLineage HTTP receiver, e.g. Marquez `http://marquez:5000` or DataHub "

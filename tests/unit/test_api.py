@@ -64,6 +64,10 @@ def _error(body: dict[str, Any]) -> str:
         (spec(schedule="CRON_TZ=UTC 0 6 * * *"), "invalid cron expression"),
         (spec(pod={"resources": {"limits": {"cpu": "lots"}}}), "invalid quantity 'lots'"),
         (spec(timeZone="Mars/Olympus"), "unknown time zone"),
+        (
+            spec(lineage={"url": "https://user:secret@marquez.example"}),
+            "lineage.url",
+        ),
         (spec(sources=[]), "sources"),
         (
             spec(sources=[{"name": "a"}]),
