@@ -69,11 +69,19 @@ def test_a_run_emits_start_and_complete_per_stage_valid_by_the_official_schemas(
     result, events = run_with_receiver(tmp_path, "ok")
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert [e["eventType"] for e in events] == ["START", "COMPLETE"]
+    # The stage's run around the child run of its one source.
+    assert [(e["eventType"], e["job"]["name"]) for e in events] == [
+        ("START", "default.auth-demo.ingest"),
+        ("START", "default.auth-demo.ingest.customers"),
+        ("COMPLETE", "default.auth-demo.ingest.customers"),
+        ("COMPLETE", "default.auth-demo.ingest"),
+    ]
     for event in events:
         assert schema_errors(event) == [], event
         assert TOKEN not in json.dumps(event)
-    start, complete = events
+    start, child, _, complete = events
+    assert child["run"]["facets"]["parent"]["run"]["runId"] == start["run"]["runId"]
+    assert [d["name"] for d in child["inputs"] + child["outputs"]] == ["/items", "raw.customers"]
     assert start["run"]["runId"] == complete["run"]["runId"]
     assert complete["job"] == {
         **complete["job"],
@@ -230,8 +238,9 @@ def test_a_scheduled_run_carries_its_nominal_time(tmp_path: Path) -> None:
         events = receiver.events
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert [e["eventType"] for e in events] == ["START", "COMPLETE"]
-    for event in events:
+    stage = [e for e in events if e["job"]["name"] == "default.auth-demo.ingest"]
+    assert [e["eventType"] for e in stage] == ["START", "COMPLETE"]
+    for event in stage:
         assert schema_errors(event) == [], event
         assert event["run"]["facets"]["nominalTime"] == {
             **event["run"]["facets"]["nominalTime"],

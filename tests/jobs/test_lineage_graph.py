@@ -72,6 +72,7 @@ def example_run(
             env={
                 **environment,
                 "DUCKHERD_SOURCE_URL_CUSTOMERS": f"{api}/customers",
+                "DUCKHERD_SOURCE_URL_ORDERS": f"{api}/orders",
                 "DUCKHERD_SECRET_DUCKHERD_CACHE_URL": cache,
                 "DUCKHERD_SECRET_DUCKHERD_APPDB_DSN": dsn,
             },
@@ -130,35 +131,47 @@ def test_each_run_has_a_start_and_exactly_one_end_under_one_pipeline_run(
     (parent,) = [json.loads(p) for p in parents]
     assert (parent["job"]["namespace"], parent["job"]["name"]) == ("default", JOB)
     assert parent["root"]["run"]["runId"] == parent["run"]["runId"]
-    # Each dbt model is a child run of the transform's run, under the same root.
-    transform = stages[f"{JOB}.transform"]
-    models = [e for e in _finished(example_run.events) if e["job"]["name"].count(".") == 3]
-    assert sorted(e["job"]["name"] for e in models) == [
+    # Each source is a child run of the ingest's run, each dbt model one of the transform's,
+    # under the same root.
+    children = [e for e in _finished(example_run.events) if e["job"]["name"].count(".") == 3]
+    assert sorted(e["job"]["name"] for e in children) == [
+        f"{JOB}.ingest.customers",
+        f"{JOB}.ingest.orders",
         f"{JOB}.transform.customer_analytics",
+        f"{JOB}.transform.orders",
         f"{JOB}.transform.stg_salesforce__customers",
+        f"{JOB}.transform.stg_salesforce__orders",
     ]
-    for model in models:
-        facet = model["run"]["facets"]["parent"]
-        assert facet["run"]["runId"] == transform["run"]["runId"]
+    for child in children:
+        facet = child["run"]["facets"]["parent"]
+        stage = stages[facet["job"]["name"]]
+        assert child["job"]["name"].startswith(stage["job"]["name"] + ".")
+        assert facet["run"]["runId"] == stage["run"]["runId"]
         assert facet["root"]["run"]["runId"] == parent["run"]["runId"]
     # A local run is started by hand: no nominal (scheduled) time.
     assert all("nominalTime" not in e["run"]["facets"] for e in example_run.events)
 
 
-def test_the_events_form_one_graph_from_the_source_to_the_targets(
+def test_the_events_form_one_graph_from_the_sources_to_the_targets(
     example_run: ExampleRun,
 ) -> None:
+    """The finest runs — each source, each dbt model, publish — pair each input with each
+    output: that graph is the example's, from the APIs to the published table and keys."""
     edges: set[tuple[Node, str, Node]] = set()
     for event in _finished(example_run.events):
         job = event["job"]["name"].removeprefix(JOB + ".")
+        if job in ("ingest", "transform", "check"):  # stage-wide: their children are finer
+            continue
         for source in event["inputs"]:
             for target in event["outputs"]:
                 edges.add((_dataset(source), job, _dataset(target)))
 
     api = example_run.api.removesuffix("/")
-    raw = (WAREHOUSE, "raw.customers")
+    customers, orders = (api, "/customers"), (api, "/orders")
+    raw, raw_orders = (WAREHOUSE, "raw.customers"), (WAREHOUSE, "raw.orders")
     staging = (WAREHOUSE, "staging.stg_salesforce__customers")
-    mart = (WAREHOUSE, "marts.customer_analytics")
+    staging_orders = (WAREHOUSE, "staging.stg_salesforce__orders")
+    mart, mart_orders = (WAREHOUSE, "marts.customer_analytics"), (WAREHOUSE, "marts.orders")
     pg, cache = example_run.postgres, example_run.redis
     table = (f"postgres://{pg.host}:{pg.port}", f"{DATABASE}.analytics.customer_analytics")
     keys = (
@@ -166,24 +179,33 @@ def test_the_events_form_one_graph_from_the_source_to_the_targets(
         "duckherd:default:customer-analytics:marts.customer_analytics",
     )
     assert edges == {
-        ((api, "/customers"), "ingest", raw),
+        (customers, "ingest.customers", raw),
+        (orders, "ingest.orders", raw_orders),
         (raw, "transform.stg_salesforce__customers", staging),
+        (raw_orders, "transform.stg_salesforce__orders", staging_orders),
         (staging, "transform.customer_analytics", mart),
-        (raw, "transform", staging),
-        (raw, "transform", mart),
+        (staging_orders, "transform.orders", mart_orders),
+        (staging, "transform.orders", mart_orders),
         (mart, "publish", table),
         (mart, "publish", keys),
     }
-    # Connected: both targets are reachable from the source through the model runs.
-    model_edges = {(a, b) for a, job, b in edges if job != "transform"}
-    reached, frontier = {(api, "/customers")}, [(api, "/customers")]
+    # Connected: the targets are reached from the customers API.
+    reached, frontier = {customers}, [customers]
     while frontier:
         node = frontier.pop()
-        for a, b in model_edges:
+        for a, _, b in edges:
             if a == node and b not in reached:
                 reached.add(b)
                 frontier.append(b)
     assert {raw, staging, mart, table, keys} <= reached
+
+    # The stage-wide runs agree: ingest reads both APIs, the transform reads the raw tables.
+    ingest_in, ingest_out = _facets(example_run.events, "ingest")
+    assert set(ingest_in) == {customers, orders}
+    assert set(ingest_out) == {raw, raw_orders}
+    transform_in, transform_out = _facets(example_run.events, "transform")
+    assert set(transform_in) == {raw, raw_orders}
+    assert set(transform_out) == {staging, staging_orders, mart, mart_orders}
 
 
 def _facets(events: list[dict[str, Any]], job: str) -> tuple[dict[Node, Any], dict[Node, Any]]:

@@ -141,21 +141,22 @@ class Lineage:
 
     def finish(self, stage: Stage, ctx: StageContext, run_id: str, summary: StageSummary) -> None:
         """Emit COMPLETE or FAIL (with the summary's error, redacted), with the facets the
-        warehouse now records; after a transform, each dbt model's run too."""
+        warehouse now records; before it, the child runs: each source of an ingest that
+        succeeded, each dbt model of a transform."""
         if self.client is None:
             return
         from openlineage.client.event_v2 import RunState
 
-        from duckherd_jobs.lineage.events import model_events, stage_event
+        from duckherd_jobs.lineage.events import model_events, source_events, stage_event
 
         run = self._run(stage, ctx, run_id)
         facts = self._facts(stage, ctx, summary)
         error = None
         if not summary.ok:
             error = redact(summary.error or "failed", stage_secrets(ctx.pipeline, stage, ctx.env))
-        if stage == "transform":
-            for event in model_events(run, summary, facts):
-                self._emit(event)
+        children = {"ingest": source_events, "transform": model_events}.get(stage)
+        for event in children(run, summary, facts) if children else []:
+            self._emit(event)
         state = RunState.COMPLETE if summary.ok else RunState.FAIL
         self._emit(stage_event(state, run, summary, facts, error))
 

@@ -36,11 +36,11 @@ from openlineage.client.generated.output_statistics_output_dataset import (
     OutputStatisticsOutputDatasetFacet as OutputStatistics,
 )
 
-from duckherd.api import PostgresTarget, RedisTarget, Stage
+from duckherd.api import PostgresTarget, RedisTarget, Source, Stage
 from duckherd.contract import MARTS_SCHEMA
 from duckherd.errors import PipelineError
 from duckherd.status import rfc3339
-from duckherd.summary import ModelRun, StageSummary
+from duckherd.summary import StageSummary
 from duckherd_jobs.context import StageContext, utc_now
 from duckherd_jobs.lineage import naming
 from duckherd_jobs.lineage.facts import WarehouseFacts
@@ -171,20 +171,23 @@ def ingest_datasets(
     datasets: Datasets, summary: StageSummary | None
 ) -> tuple[list[InputDataset], list[OutputDataset]]:
     """Each source where it can be named → `raw.<source>`."""
-    ctx = datasets.ctx
     inputs: list[InputDataset] = []
     outputs: list[OutputDataset] = []
-    for source in ctx.pipeline.spec.sources:
-        try:
-            found = naming.source_dataset(source, ctx.env)
-        except (PipelineError, ValueError):
-            log.warning("lineage: source %s cannot be named (no or bad secret)", source.name)
-            found = None
-        if found is not None:
-            inputs.append(InputDataset(namespace=found[0], name=found[1]))
+    for source in datasets.ctx.pipeline.spec.sources:
+        inputs += _source_in(datasets.ctx, source)
         table = naming.raw_table(source)
         outputs.append(datasets.table_out(table, _rows(summary, table)))
     return inputs, outputs
+
+
+def _source_in(ctx: StageContext, source: Source) -> list[InputDataset]:
+    """The source's dataset, where it can be named."""
+    try:
+        found = naming.source_dataset(source, ctx.env)
+    except (PipelineError, ValueError):
+        log.warning("lineage: source %s cannot be named (no or bad secret)", source.name)
+        return []
+    return [] if found is None else [InputDataset(namespace=found[0], name=found[1])]
 
 
 def transform_datasets(
@@ -327,42 +330,71 @@ def model_events(
     datasets = Datasets(run.ctx, facts)
     events: list[RunEvent] = []
     for model in summary.lineage:
-        events += _model_run(run, model, datasets, _rows(summary, model.relation))
+        child = ChildRun(model.name, model.status == "success", model.startedAt, model.finishedAt)
+        inputs = [datasets.table_in(table) for table in model.inputs]
+        rows = _rows(summary, model.relation)
+        events += _child_events(run, child, inputs, datasets, model.relation, rows)
     return events
 
 
-def _model_run(
-    run: StageRun, model: ModelRun, datasets: Datasets, rows: int | None
+def source_events(
+    run: StageRun, summary: StageSummary, facts: WarehouseFacts | None
+) -> list[RunEvent]:
+    """After an ingest that succeeded, each source's own child run (its dataset →
+    `raw.<source>`), so the graph pairs each source with its table."""
+    if not summary.ok:
+        return []
+    datasets = Datasets(run.ctx, facts)
+    events: list[RunEvent] = []
+    for source in run.ctx.pipeline.spec.sources:
+        table = naming.raw_table(source)
+        child = ChildRun(source.name, True, None, None)
+        inputs = _source_in(run.ctx, source)
+        events += _child_events(run, child, inputs, datasets, table, _rows(summary, table))
+    return events
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    """A part of a stage run with lineage of its own: a source of an ingest, a dbt model."""
+
+    name: str
+    ok: bool
+    started: str | None
+    finished: str | None
+
+
+def _child_events(
+    run: StageRun,
+    child: ChildRun,
+    inputs: list[InputDataset],
+    datasets: Datasets,
+    output: str,
+    rows: int | None,
 ) -> Sequence[RunEvent]:
-    stage_parent = run.parent()
+    """START and COMPLETE / FAIL of a child run: job `<stage job>.<name>`, parent the stage
+    run, root the pipeline run."""
     parent = parent_run.ParentRunFacet(
         run=parent_run.Run(runId=run.run_id),
         job=parent_run.Job(namespace=run.job_namespace, name=run.job_name),
-        root=stage_parent.root,
+        root=run.parent().root,
     )
-    run_id = str(uuid.uuid5(uuid.UUID(run.run_id), model.relation))
-    job = _job(run.job_namespace, f"{run.job_name}.{model.name}")
-    inputs = [datasets.table_in(table) for table in model.inputs]
-    ok = model.status == "success"
+    run_id = str(uuid.uuid5(uuid.UUID(run.run_id), output))
+    job = _job(run.job_namespace, f"{run.job_name}.{child.name}")
     now = rfc3339(utc_now())
-    events: list[RunEvent] = []
-    for state, when, outputs in (
-        (RunState.START, model.startedAt or now, [datasets.table_out(model.relation, None)]),
-        (
-            RunState.COMPLETE if ok else RunState.FAIL,
-            model.finishedAt or now,
-            [datasets.table_out(model.relation, rows if ok else None)],
-        ),
-    ):
-        events.append(
-            RunEvent(
-                eventType=state,
-                eventTime=when,
-                run=Run(runId=run_id, facets={"parent": parent}),
-                job=job,
-                inputs=inputs,
-                outputs=outputs,
-                producer=PRODUCER,
-            )
+    ends = [
+        (RunState.START, child.started or now, None),
+        (RunState.COMPLETE if child.ok else RunState.FAIL, child.finished or now, rows),
+    ]
+    return [
+        RunEvent(
+            eventType=state,
+            eventTime=when,
+            run=Run(runId=run_id, facets={"parent": parent}),
+            job=job,
+            inputs=inputs,
+            outputs=[datasets.table_out(output, counted if child.ok else None)],
+            producer=PRODUCER,
         )
-    return events
+        for state, when, counted in ends
+    ]
