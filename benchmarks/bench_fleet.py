@@ -72,6 +72,8 @@ from tests.e2e.operator_support import (
 
 SIZES = [int(n) for n in os.environ.get("BENCH_FLEET_SIZES", "100,300,1000").split(",") if n]
 RUNS = int(os.environ.get("BENCH_FLEET_RUNS", "50"))
+# Seconds for all sizes together: a size expected to overrun it is skipped (and said so).
+BUDGET = float(os.environ.get("BENCH_FLEET_BUDGET", "1500"))
 CUSTOMERS = 200  # per churn run: the runs measure the operator, not the stage
 CHILDREN_PER_PIPELINE = 5  # spec ConfigMap, warehouse PVC, ingest/transform/check CronJobs
 VERBS = (*READ_VERBS, *WRITE_VERBS)
@@ -218,6 +220,7 @@ class FleetResult:
     duplicate_jobs: int = 0
     peak_rss_mib: float = math.nan
     notes: list[str] = field(default_factory=list)
+    seconds: float = math.nan  # the whole measurement of this N, set up and cleaned up
 
     @property
     def ratio(self) -> float:
@@ -445,6 +448,21 @@ def print_fleet_table(results: list[FleetResult]) -> None:
     print(json.dumps([dataclasses.asdict(r) for r in results]))
 
 
+def within_budget(done: list[FleetResult], size: int, spent: float) -> bool:
+    """Whether N = `size` is expected to end within BUDGET: its time extrapolated linearly
+    from the sizes done so far (with one done, half of its time is taken as fixed cost)."""
+    if not done:
+        return True
+    if len(done) == 1:
+        (last,) = done
+        expected = last.seconds * (0.5 + 0.5 * size / last.size)
+    else:
+        low, high = done[-2], done[-1]
+        slope = (high.seconds - low.seconds) / max(high.size - low.size, 1)
+        expected = high.seconds + slope * (size - high.size)
+    return spent + expected <= BUDGET
+
+
 def main() -> None:
     from duckherd_jobs.demo_source import DemoSource
 
@@ -455,13 +473,26 @@ def main() -> None:
     saved = export_env(env)
     cluster = local_cluster(env)
     results: list[FleetResult] = []
+    began = time.monotonic()
     try:
         with DemoSource(CUSTOMERS, host=cluster.need_host_ip()) as url:
             for size in SIZES:
+                if not within_budget(results, size, time.monotonic() - began):
+                    print(
+                        f"[bench_fleet] N={size} skipped: it would not end within "
+                        f"BENCH_FLEET_BUDGET ({BUDGET:.0f}s)",
+                        flush=True,
+                    )
+                    continue
                 print(f"[bench_fleet] N={size}", flush=True)
                 started = time.monotonic()
                 results.append(run_fleet(cluster, size, RUNS, url))
-                print(f"[bench_fleet] N={size} took {time.monotonic() - started:.0f}s", flush=True)
+                results[-1].seconds = time.monotonic() - started
+                print(
+                    f"[bench_fleet] N={size} took {results[-1].seconds:.0f}s: "
+                    f"{json.dumps(dataclasses.asdict(results[-1]))}",
+                    flush=True,
+                )
     finally:
         restore_env(saved)
         if results:
