@@ -64,6 +64,7 @@ class Receiver:
     def __init__(self, mode: str = "ok") -> None:
         self.mode = mode
         self.events: list[dict[str, Any]] = []
+        self.authorization: list[str | None] = []  # each request's Authorization header
         self.released = threading.Event()
         receiver = self
 
@@ -71,6 +72,7 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.events.append(json.loads(body))
+                receiver.authorization.append(self.headers.get("Authorization"))
                 if receiver.mode == "hang":
                     receiver.released.wait(60)
                 status = 500 if receiver.mode == "500" else 201

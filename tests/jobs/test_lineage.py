@@ -377,3 +377,41 @@ def test_a_blocked_publish_emits_fail_naming_the_checks_and_publishes_nothing(
     (target,) = fail["outputs"]
     assert target["name"] == "lineage:blocked"
     assert "outputStatistics" not in target["outputFacets"]  # nothing was published
+
+
+@pytest.mark.parametrize("own_url", [True, False])
+def test_a_pipelines_api_key_goes_to_its_receiver_as_a_bearer_token_and_nowhere_else(
+    tmp_path: Path, own_url: bool
+) -> None:
+    """`spec.lineage.apiKeySecretRef` with the pipeline's own `url`, or alone: then for the
+    operator's default receiver (OPENLINEAGE_URL)."""
+    key = "lineage-key-5c2e"
+    with Receiver("ok") as receiver:
+        settings: dict[str, Any] = {"apiKeySecretRef": {"name": "marquez", "key": "apiKey"}}
+        env = {"DUCKHERD_SECRET_MARQUEZ_APIKEY": key}
+        if own_url:
+            settings["url"] = receiver.url
+        else:
+            env["OPENLINEAGE_URL"] = receiver.url
+        pipeline = pipelines.pipeline(
+            "shop", sources=[http_source("customers", "http://api.example/items")], lineage=settings
+        )
+        ctx = StageContext(pipeline=pipeline, warehouse=tmp_path / "w.duckdb", run_id="r1", env=env)
+
+        Lineage.from_environment(env=env, pipeline=pipeline).start("ingest", ctx)
+
+        assert receiver.authorization == [f"Bearer {key}"]
+        (event,) = receiver.events
+        assert schema_errors(event) == []
+        assert key not in json.dumps(event)
+
+
+def test_a_pipeline_turns_lineage_off_whatever_the_environment_says() -> None:
+    pipeline = pipelines.pipeline(
+        "shop",
+        sources=[http_source("customers", "http://api.example/items")],
+        lineage={"enabled": False},
+    )
+    env = {"OPENLINEAGE_URL": "http://127.0.0.1:9"}
+    assert Lineage.from_environment(env=env).enabled
+    assert not Lineage.from_environment(env=env, pipeline=pipeline).enabled

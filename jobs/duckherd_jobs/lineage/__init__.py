@@ -21,7 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from duckherd.api import DataPipeline, LineageSettings, Stage
-from duckherd.contract import ENV_LINEAGE_TIMEOUT, ENV_OPENLINEAGE_NAMESPACE
+from duckherd.contract import (
+    ENV_LINEAGE_TIMEOUT,
+    ENV_OPENLINEAGE_ENDPOINT,
+    ENV_OPENLINEAGE_NAMESPACE,
+    ENV_OPENLINEAGE_URL,
+)
 from duckherd.summary import StageSummary
 from duckherd_jobs.context import StageContext
 from duckherd_jobs.redaction import redact, stage_secrets
@@ -42,7 +47,7 @@ DEFAULT_TIMEOUT_SECONDS = 5.0
 
 def is_configured(env: Mapping[str, str]) -> bool:
     """Whether the client's own configuration is present (else lineage stays off)."""
-    if env.get("OPENLINEAGE_URL") or env.get("OPENLINEAGE_CONFIG"):
+    if env.get(ENV_OPENLINEAGE_URL) or env.get("OPENLINEAGE_CONFIG"):
         return True
     if any(key.startswith("OPENLINEAGE__TRANSPORT") for key in env):
         return True
@@ -66,7 +71,11 @@ def _client(
     """The client the settings ask for (imported here, not at module load), or None."""
     if lineage_file is None and settings.enabled is False:
         return None
-    if lineage_file is None and not settings.url and not is_configured(env):
+    url = settings.url
+    if not url and (settings.endpoint or settings.apiKeySecretRef):
+        # This pipeline's endpoint or key for the operator's default receiver.
+        url = env.get(ENV_OPENLINEAGE_URL)
+    if lineage_file is None and not url and not is_configured(env):
         return None
     from openlineage.client.client import OpenLineageClient
 
@@ -75,12 +84,13 @@ def _client(
 
         config = FileConfig(log_file_path=str(lineage_file), append=True)
         return OpenLineageClient(transport=FileTransport(config))
-    if settings.url:
+    if url:
         from openlineage.client.transport.http import HttpConfig, HttpTransport
 
-        params: dict[str, Any] = {"url": settings.url}
-        if settings.endpoint:
-            params["endpoint"] = settings.endpoint
+        params: dict[str, Any] = {"url": url}
+        endpoint = settings.endpoint or env.get(ENV_OPENLINEAGE_ENDPOINT)
+        if endpoint:
+            params["endpoint"] = endpoint
         if settings.apiKeySecretRef is not None:
             api_key = settings.apiKeySecretRef.resolve(env)
             params["auth"] = {"type": "api_key", "apiKey": api_key}
