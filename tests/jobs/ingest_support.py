@@ -61,9 +61,9 @@ class FakeApi:
     `broken` (a complete response whose JSON is cut), `reset` (the connection drops).
     """
 
-    def __init__(self, records: list[Record], mode: str = "page") -> None:
+    def __init__(self, records: list[Record], mode: str = "page", host: str = "127.0.0.1") -> None:
         self.state = FakeApiState(records=list(records), mode=mode)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self.state))
+        self._server = ThreadingHTTPServer((host, 0), _handler_for(self.state))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
