@@ -20,6 +20,7 @@ from duckherd.api import (
     KpiStatus,
     PublishedStatus,
     QualityStatus,
+    RetentionStatus,
     RunStatus,
     Stage,
     StageResult,
@@ -352,6 +353,20 @@ def _kpis(
     return [k for k in kpis if k.name in declared]
 
 
+def _retention(run: RunObservation, previous: RetentionStatus | None) -> RetentionStatus | None:
+    """What the run's ingest pruned (retention); the last pruning stays until another."""
+    for observation in run.stages:
+        summary = observation.summary
+        if observation.stage == "ingest" and summary is not None and summary.ok and summary.pruned:
+            return RetentionStatus(
+                runId=run.run_id,
+                prunedAt=summary.finishedAt,
+                rowsPruned=sum(summary.pruned.values()),
+                tables=dict(summary.pruned),
+            )
+    return previous
+
+
 @dataclass(frozen=True)
 class Problem:
     """Why the operator cannot act on the current generation (deployment health).
@@ -465,6 +480,7 @@ def _data_health(
         status.totalRows = final_rows(spec, status.tables)
         status.quality = _quality(run, status.quality)
         status.published = _published(run, status.published)
+        status.retention = _retention(run, status.retention)
         status.warehouse = _warehouse(run, status.warehouse)
         last_loaded = _last_loaded_at(
             run, status.freshness.lastLoadedAt if status.freshness else None

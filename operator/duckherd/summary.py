@@ -117,6 +117,9 @@ class StageSummary(BaseModel):
     kpis: list[KpiResult] = Field(default_factory=list, description="check: business KPIs")
     published: list[PublishedTarget] = Field(default_factory=list)
     blocked: bool = Field(default=False, description="publish held back by failed checks")
+    pruned: dict[str, int] = Field(
+        default_factory=dict, description="rows pruned per table by retention (ingest)"
+    )
     lineage: list[ModelRun] = Field(
         default_factory=list,
         description=(

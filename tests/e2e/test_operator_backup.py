@@ -28,7 +28,7 @@ from tests.e2e.operator_support import (
     query_warehouse,
     wait_run_finished,
 )
-from tests.jobs.backup_support import customer, moved_on
+from tests.jobs.backup_support import AS_OF, SELECT, customer, moved_on
 from tests.jobs.ingest_support import FakeApi
 from tests.pipelines import manifest
 
@@ -77,7 +77,7 @@ def shop(url: str) -> dict[str, Any]:
                 },
             }
         ],
-        transform={"dbt": {"vars": {"as_of_date": "2026-03-01"}}},
+        transform={"dbt": {"vars": AS_OF, "select": SELECT}},
         backup={"schedule": "0 0 1 1 *", "keep": 3, "volume": {"size": "256Mi"}},
     )
 

@@ -37,6 +37,7 @@ from duckherd_jobs.ingest.load import (
     stored_cursors,
 )
 from duckherd_jobs.ingest.postgres import extract_postgres
+from duckherd_jobs.retention import prune
 from duckherd_jobs.warehouse import connect
 
 DEFAULT_MEMORY_LIMIT = "256MB"
@@ -61,15 +62,20 @@ def run_ingest(ctx: StageContext) -> StageSummary:
         loaded_at = utc_now()
         with connect(ctx.warehouse, timeout_seconds=ctx.lock_timeout_seconds) as connection:
             results = load_all(connection, sources, extracted, ctx.run_id, loaded_at)
+            # Retention after the load, under the same lock (docs/backup.md).
+            pruned = prune(connection, ctx.pipeline.spec, ctx.run_id, loaded_at)
     return StageSummary(
         stage="ingest",
         ok=True,
         tables={
             result.table: TableSummary(
-                rows=result.rows, loaded=result.loaded, loadedAt=rfc3339(loaded_at)
+                rows=result.rows - pruned.get(result.table, 0),
+                loaded=result.loaded,
+                loadedAt=rfc3339(loaded_at),
             )
             for result in results
         },
+        pruned=pruned,
     )
 
 
