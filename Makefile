@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup check lint typecheck unit test crds argocd-cases schema demo dashboard cluster-up cluster-down bench kind-up
+.PHONY: setup check lint typecheck unit test test-s3 crds argocd-cases schema demo dashboard cluster-up cluster-down bench kind-up
 
 setup:
 	@hack/setup.sh
@@ -32,7 +32,12 @@ check: lint typecheck unit
 # HTTP) and e2e (real cluster). The unit tests run inside the suite, after e2e: the chart tests
 # use the helm binary the cluster build provides (on a fresh CI machine there is none before).
 test: lint typecheck
-	pytest tests -q
+	pytest tests -q --ignore=tests/s3
+
+# Bucket backups against a real S3-compatible server (SeaweedFS, built from the Go module
+# proxy by hack/seaweedfs.sh on first use: minutes of compiling, so not in `make test`).
+test-s3: setup
+	pytest tests/s3 -q
 
 crds: setup
 	$(PY) -m duckherd.crd --write
