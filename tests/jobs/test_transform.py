@@ -59,6 +59,12 @@ def load_raw(warehouse: Path, rows: list[tuple[Any, ...]] = CUSTOMERS) -> None:
             "INSERT INTO raw.customers VALUES (?, ?, ?, 'DE', 'smb', ?, ?, ?, ?, ?, now(), 'r0')",
             [list(row) for row in rows],
         )
+        # The project's second source (the example's orders): present, empty here.
+        connection.execute(
+            """CREATE OR REPLACE TABLE raw.orders (
+                order_id BIGINT, customer_id BIGINT, ordered_at VARCHAR, status VARCHAR,
+                order_total DOUBLE, _duckherd_loaded_at TIMESTAMPTZ, _duckherd_run_id VARCHAR)"""
+        )
 
 
 def context(
@@ -106,8 +112,20 @@ def test_example_project_builds_the_mart_with_hand_computed_monthly_ltv(tmp_path
     assert summary.models == {
         "stg_salesforce__customers": "success",
         "customer_analytics": "success",
+        "stg_salesforce__orders": "success",
+        "orders": "success",
     }
     assert summary.tables["marts.customer_analytics"].rows == 3
+    # dbt's graph of the build, named by the manifest (the lineage events read it).
+    assert {(m.relation, tuple(m.inputs)) for m in summary.lineage} == {
+        ("staging.stg_salesforce__customers", ("raw.customers",)),
+        ("marts.customer_analytics", ("staging.stg_salesforce__customers",)),
+        ("staging.stg_salesforce__orders", ("raw.orders",)),
+        (
+            "marts.orders",
+            ("staging.stg_salesforce__customers", "staging.stg_salesforce__orders"),
+        ),
+    }
     rows = query(
         ctx.warehouse,
         "SELECT customer_id, months_active, monthly_ltv FROM marts.customer_analytics",
@@ -140,7 +158,10 @@ def test_vars_reach_the_models(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "selection",
-    [{"select": ["stg_salesforce__customers"]}, {"exclude": ["customer_analytics"]}],
+    [
+        {"select": ["stg_salesforce__customers"]},
+        {"exclude": ["customer_analytics", "stg_salesforce__orders+"]},
+    ],
     ids=["select", "exclude"],
 )
 def test_select_and_exclude_limit_what_is_built(
