@@ -130,7 +130,7 @@ def report(case: str, seen: Seen) -> None:
 def _snapshot(case: str, pipeline: dict[str, Any]) -> None:
     directory = os.environ.get("DUCKHERD_ARGOCD_SNAPSHOTS")
     if directory:
-        target = Path(directory) / f"{case}.yaml"
+        target = Path(directory) / f"{re.sub(r'[^a-z0-9]+', '-', case.lower()).strip('-')}.yaml"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(yaml.safe_dump(health_input(pipeline), sort_keys=False))
 
