@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup check lint typecheck unit test test-s3 crds argocd-cases schema demo dashboard cluster-up cluster-down bench kind-up
+.PHONY: setup check lint typecheck unit test test-s3 crds argocd-cases schema demo dashboard cluster-up cluster-down bench bench-faults kind-up
 
 setup:
 	@hack/setup.sh
@@ -62,6 +62,12 @@ cluster-down:
 
 bench: setup
 	$(PY) -m benchmarks
+
+# The whole fault matrix (docs/faults.md): every kill point, full volumes, restarted targets;
+# writes the fault table to artifacts/faults-table.md. About 20 minutes on 2 idle cores.
+bench-faults: setup
+	DUCKHERD_FAULT_MATRIX=1 DUCKHERD_FAULT_TABLE=artifacts/faults-table.md pytest tests/jobs/test_faults.py -q
+	cat artifacts/faults-table.md
 
 # For people with Docker: a kind cluster with the image loaded (kind cannot run on the CI
 # machine, which has no Docker engine; see hack/kind-up.sh).

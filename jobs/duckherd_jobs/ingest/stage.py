@@ -9,10 +9,15 @@ failure anywhere leaves tables and cursors exactly as they were.
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
+import shutil
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -40,6 +45,8 @@ from duckherd_jobs.ingest.postgres import extract_postgres
 from duckherd_jobs.retention import prune
 from duckherd_jobs.warehouse import connect
 
+log = logging.getLogger("duckherd.jobs.ingest")
+
 DEFAULT_MEMORY_LIMIT = "256MB"
 MAX_PARALLEL_SOURCES = 4
 
@@ -49,8 +56,8 @@ def run_ingest(ctx: StageContext) -> StageSummary:
     with connect(ctx.warehouse, timeout_seconds=ctx.lock_timeout_seconds) as connection:
         cursors = stored_cursors(connection)
     ctx.warehouse.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".duckherd-spool-", dir=ctx.warehouse.parent) as tmp:
-        spool = Path(tmp)
+    remove_stale_spools(ctx.warehouse.parent)
+    with spool_directory(ctx.warehouse.parent) as spool:
         # Sources wait on different servers: fetch them side by side.
         with ThreadPoolExecutor(min(len(sources), MAX_PARALLEL_SOURCES)) as pool:
             extracted = list(
@@ -77,6 +84,38 @@ def run_ingest(ctx: StageContext) -> StageSummary:
         },
         pruned=pruned,
     )
+
+
+SPOOL_PREFIX = ".duckherd-spool-"
+_SPOOL_LOCK = ".in-use"
+_UNLOCKED_GRACE_SECONDS = 3600
+
+
+@contextmanager
+def spool_directory(parent: Path) -> Iterator[Path]:
+    """A spool directory on the volume, flock'ed while this ingest uses it: the lock dies with
+    the process, so a directory whose lock can be taken was left by a killed ingest."""
+    with (
+        tempfile.TemporaryDirectory(prefix=SPOOL_PREFIX, dir=parent) as directory,
+        (Path(directory) / _SPOOL_LOCK).open("w") as lock,
+    ):
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield Path(directory)
+
+
+def remove_stale_spools(parent: Path) -> None:
+    """Delete spool directories no live ingest holds (a killed one left them on the volume)."""
+    for directory in parent.glob(SPOOL_PREFIX + "*"):
+        try:
+            with (directory / _SPOOL_LOCK).open("r") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live ingest is fetching into it
+        except FileNotFoundError:
+            if time.time() - directory.stat().st_mtime < _UNLOCKED_GRACE_SECONDS:
+                continue  # just made: its ingest is about to lock it
+        log.info("removing %s, left by an ingest that did not finish", directory.name)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def memory_limit() -> str:
