@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -263,12 +264,12 @@ def small_volume(mountpoint: Path, size: str) -> Iterator[Path]:
 def fill(volume: Path) -> Path:
     """Fill the volume to the last byte; returns the filler (delete it to 'grow' the volume)."""
     filler = volume / "filler"
-    with filler.open("wb") as file:
-        for chunk in (1 << 20, 1 << 12, 1):
+    with filler.open("wb", buffering=0) as file:
+        for size in (1 << 20, 1 << 12, 1):
+            block = b"\0" * size
             try:
                 while True:
-                    file.write(b"\0" * chunk)
-                    file.flush()
+                    file.write(block)
             except OSError:
                 continue
     return filler
@@ -293,7 +294,8 @@ def test_a_full_volume_fails_the_stage_in_words_and_loses_nothing(
         assert summary.error is not None
         assert summary.error.startswith("the warehouse volume is full (")
         assert "grow it to at least 64Mi (spec.storage.size" in summary.error
-        outcome.notes.append(f"says: {summary.error.split(':')[0]} … grow it to at least 64Mi")
+        said = re.sub(r"\(/[^:]*: ", "(", summary.error.split(" (spec.storage")[0])
+        outcome.notes.append(f"the stage says: “{said}”")
         filler.unlink()  # the volume grown
         assess_after_fault(world, case, outcome)
         recover_and_compare(world, case, outcome)
@@ -350,10 +352,12 @@ def restart_postgres(server: PostgresServer) -> None:
         row = cursor.fetchone()
         assert row is not None
         data = row[0]
+    # No pipes: the restarted server inherits pg_ctl's stdout and would hold them open.
     subprocess.run(
         _as_postgres_user([_pg_bin("pg_ctl"), "-D", data, "-m", "fast", "-w", "restart"]),
         check=True,
-        capture_output=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     _wait_for_port(server.port)
 
