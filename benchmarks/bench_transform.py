@@ -60,7 +60,8 @@ class Measurement:
 
 
 def make_raw(warehouse: Path, rows: int) -> None:
-    """raw.customers as ingest lands the demo source's records, plus ingest's `_` column."""
+    """raw.customers as ingest lands the demo source's records, plus ingest's `_` column;
+    raw.orders empty."""
     with duckdb.connect(str(warehouse)) as connection:
         connection.execute("CREATE SCHEMA IF NOT EXISTS raw")
         connection.execute(
@@ -83,6 +84,12 @@ def make_raw(warehouse: Path, rows: int) -> None:
             FROM range(1, ? + 1) AS t(i)
             """,
             [rows],
+        )
+        # The default project's second source (the example's orders): present, empty here.
+        connection.execute(
+            "CREATE OR REPLACE TABLE raw.orders (order_id BIGINT, customer_id BIGINT, "
+            "ordered_at VARCHAR, status VARCHAR, order_total DOUBLE, "
+            "_duckherd_loaded_at TIMESTAMPTZ)"
         )
 
 
