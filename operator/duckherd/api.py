@@ -597,7 +597,13 @@ class Check(ApiModel):
 class Quality(ApiModel):
     """The check stage."""
 
-    checks: list[Check] = Field(default_factory=list, max_length=500, description="Expectations.")
+    checks: list[Check] = Field(
+        default_factory=list,
+        max_length=500,
+        # Generated from the one list, so `kubectl explain datapipeline.spec.quality.checks`
+        # names every supported expectation (the enum alone is cut short there).
+        description="Expectations. Supported: " + ", ".join(SUPPORTED_EXPECTATIONS) + ".",
+    )
 
 
 # --------------------------------------------------------------------------- KPIs

@@ -8,6 +8,7 @@ The last test uninstalls the release, so it stays last in this module.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from duckherd.api import SUPPORTED_EXPECTATIONS
 from tests.e2e.conftest import Cluster, KubectlError, kubectl_json, wait_until
 from tests.e2e.operator_support import (
     CHART,
@@ -143,6 +145,20 @@ def test_schema_violation_is_rejected_with_the_field_path(
     with pytest.raises(KubectlError, match=r"spec\.schedule: Required value"):
         apply_manifest(no_schedule, namespace)
     assert not exists("datapipeline", PIPELINE, namespace)
+
+
+def test_kubectl_explain_lists_every_supported_expectation(
+    operator: Operator, kubectl: Kubectl
+) -> None:
+    """`kubectl explain` (the served OpenAPI of the installed CRD) names every expectation."""
+
+    def explained() -> str:
+        # The CRD's OpenAPI is published a moment after the CRD is established.
+        output = kubectl("explain", "datapipeline.spec.quality.checks", check=False)
+        return output if "expectation" in output else ""
+
+    output = wait_until("kubectl explain to serve the CRD", explained, timeout=REACTION_TIMEOUT)
+    assert set(SUPPORTED_EXPECTATIONS) - set(re.findall(r"\bexpect_[a-z_]+", output)) == set()
 
 
 def _children_exist(namespace: str, name: str) -> bool:
