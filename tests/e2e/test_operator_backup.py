@@ -123,7 +123,10 @@ def test_backup_delete_the_volume_restore_by_annotation_and_run_on(
 
     # The warehouse volume is lost; the operator makes a new, empty one.
     old_uid = kubectl("get", "pvc", CLAIM, "-n", ns, "-o", "jsonpath={.metadata.uid}")
-    kubectl("delete", "pvc", CLAIM, "-n", ns, "--timeout=120s")
+    kubectl("delete", "pvc", CLAIM, "-n", ns, "--wait=false")
+    # PVC protection holds the claim while pods that mounted it exist, finished ones too.
+    selector = f"duckherd.io/pipeline={NAME}"
+    kubectl("delete", "pods", "-n", ns, "-l", selector, "--wait=true", "--timeout=180s")
     wait_until(
         "a new warehouse volume",
         lambda: (
