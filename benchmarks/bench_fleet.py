@@ -272,8 +272,13 @@ class RunWatch:
     jobs: dict[str, set[str]] = field(default_factory=dict)  # pipeline → stage Job names
 
 
+# What the Job controller says first when a Job ends (the interim conditions come before
+# Complete / Failed); the operator acts on the first, so the clock starts there too.
+JOB_ENDED = ("SuccessCriteriaMet", "Complete", "FailureTarget", "Failed")
+
+
 def _finished(conditions: list[Any] | None) -> bool:
-    return any(c.type in ("Complete", "Failed") and c.status == "True" for c in conditions or [])
+    return any(c.type in JOB_ENDED and c.status == "True" for c in conditions or [])
 
 
 async def _watch_jobs(namespace: str, watched: RunWatch, runs: dict[str, str]) -> None:
