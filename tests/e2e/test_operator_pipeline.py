@@ -236,6 +236,15 @@ def test_run_by_annotation_chains_stages_and_reports_status(
     # The example's checks and the dbt tests its transform ran (they count in one verdict).
     assert pipeline["status"]["quality"]["passed"] == 8 + DBT_TESTS
     assert pipeline["status"]["quality"]["failed"] == 0
+    # The example's KPIs, computed by the check stage of this run (docs/kpis.md).
+    kpis = {k["name"]: k for k in pipeline["status"]["kpis"]}
+    assert sorted(kpis) == ["average_monthly_ltv", "customer_count", "total_monthly_ltv"]
+    assert {(k["runId"], k["table"]) for k in kpis.values()} == {
+        (run_id, "marts.customer_analytics")
+    }
+    assert all(k["computedAt"] and "message" not in k for k in kpis.values()), kpis
+    assert kpis["customer_count"]["value"] == rows["marts.customer_analytics"]
+    assert 0 < kpis["average_monthly_ltv"]["value"] < kpis["total_monthly_ltv"]["value"]
     assert pipeline["status"]["observedGeneration"] == pipeline["metadata"]["generation"]
     assert condition(pipeline, "Ready")["status"] == "True"  # type: ignore[index]
     assert condition(pipeline, "DataReady")["status"] == "True"  # type: ignore[index]
