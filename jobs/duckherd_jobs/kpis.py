@@ -324,6 +324,8 @@ def compute_kpis(
     path: Path, kpis: Sequence[PlannedKpi], *, timeout_seconds: float = 600.0
 ) -> list[KpiResult]:
     """Every KPI, in spec order, one query per table on a read-only connection."""
+    if not kpis:
+        return []  # no connection to open
     by_table: dict[str, list[PlannedKpi]] = defaultdict(list)
     for kpi in kpis:
         by_table[kpi.table].append(kpi)

@@ -12,6 +12,7 @@ any parameters (`DECIMAL` matches `DECIMAL(18,2)`), as GX matches a type class.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class Column:
     data_type: str
 
 
+@functools.cache  # the spec's and the evaluation's calls: one in-memory DuckDB, not one each
 def normalize_type(name: str) -> str:
     """DuckDB's canonical spelling of a type name (`int` -> `INTEGER`); ValueError if unknown.
 
