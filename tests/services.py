@@ -331,7 +331,11 @@ def prometheus_server(
     binary = _prometheus_binary()
     base = Path(tempfile.mkdtemp(prefix="duckherd-prometheus-"))
     config = {
-        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "global": {
+            "scrape_interval": scrape_interval,
+            "scrape_timeout": scrape_interval,
+            "evaluation_interval": scrape_interval,
+        },
         "rule_files": [str(path) for path in rule_files],
         "scrape_configs": scrape_configs,
     }

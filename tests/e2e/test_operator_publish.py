@@ -1,27 +1,36 @@
-"""Serving on a real cluster: the example publishes its mart to Redis and PostgreSQL, and a
-failed error-severity check holds publishing back (Published=False, Warning Event) while the
-previously published version stays in place.
+"""Serving on a real cluster: the example publishes its mart to Redis and PostgreSQL, a failed
+run and a failed error-severity check both leave the published version in place (the check
+holds publishing back: Published=False, Warning Event).
 
 Redis and PostgreSQL are the real servers of the test session, listening on this machine;
-stage pods reach them at the host address, with credentials from Secrets.
+stage pods reach them at the host address, with credentials from Secrets. A real Prometheus
+(tests/services.py) scrapes the operator from before the first run, discovering it as the
+chart's ServiceMonitor describes, and evaluates the chart's alert rules: after the three runs
+(a success, a failed run, a blocked publish) every panel of the chart's Grafana dashboard
+returns data and the alerts for those states fire (docs/monitoring.md).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
 import pytest
 import redis as redis_client
+import yaml
 
 from duckherd_jobs.demo_source import DemoSource
 from duckherd_operator.builders import run_now_job_name
-from tests.e2e.conftest import Cluster, kubectl
+from tests.chart import need_helm, one, render
+from tests.e2e.conftest import Cluster, kubectl, kubectl_json, wait_until
 from tests.e2e.operator_support import (
+    REACTION_TIMEOUT,
     Operator,
     apply_manifest,
     condition,
@@ -32,12 +41,22 @@ from tests.e2e.operator_support import (
     load_example,
     wait_run_finished,
 )
-from tests.services import PostgresServer, RedisServer
+from tests.monitoring.grafana import (
+    Window,
+    load_dashboard,
+    run_dashboard,
+    variable,
+    variable_values,
+)
+from tests.monitoring.scrape import scrape_config
+from tests.services import PostgresServer, PrometheusServer, RedisServer, prometheus_server
+from tests.tools import missing_tool
 
 pytestmark = pytest.mark.e2e
 
 NAME = "customer-analytics"
 CUSTOMERS = 2_000
+SCRAPE_SECONDS = 2
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +74,45 @@ def namespace(operator: Operator) -> Iterator[str]:
     delete_namespace(name)
 
 
+@dataclass(frozen=True)
+class Scraping:
+    server: PrometheusServer
+    started: float  # when it started scraping: the dashboard's time range starts here
+    job: str
+
+
+@pytest.fixture(scope="module")
+def prometheus(operator: Operator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraping]:
+    """Prometheus scraping the operator as the chart's ServiceMonitor says, evaluating the
+    chart's rules (both rendered for this release by `helm template`)."""
+    if shutil.which("prometheus") is None:
+        missing_tool("no prometheus binary (Debian package `prometheus`; hack/setup.sh)")
+    docs = render(
+        need_helm(),
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+        release=operator.release,
+        namespace=operator.namespace,
+    )
+    rules = tmp_path_factory.mktemp("prometheus") / "duckherd-rules.yaml"
+    rules.write_text(yaml.safe_dump(one(docs, "PrometheusRule")["spec"]))
+    scrape = scrape_config(one(docs, "ServiceMonitor"), kubectl_json, f"{SCRAPE_SECONDS}s")
+    job = f"{operator.fullname}-metrics"
+    with prometheus_server([scrape], [rules], scrape_interval=f"{SCRAPE_SECONDS}s") as server:
+        started = time.time()
+        server.wait_for_scrapes(job, scrapes=2, timeout=REACTION_TIMEOUT)
+        yield Scraping(server, started, job)
+
+
 @pytest.fixture(scope="module")
 def example(
-    cluster: Cluster, namespace: str, postgres: PostgresServer, redis: RedisServer
+    cluster: Cluster,
+    namespace: str,
+    postgres: PostgresServer,
+    redis: RedisServer,
+    prometheus: Scraping,
 ) -> Iterator[dict[str, Any]]:
     host = cluster.need_host_ip()
     secrets = {
@@ -127,6 +182,41 @@ def test_a_run_publishes_the_mart_to_both_targets(
     assert _postgres_rows(postgres) == CUSTOMERS
 
 
+def firing(scraping: Scraping, namespace: str) -> set[str]:
+    """The alerts firing for the pipelines of `namespace` and for the operator."""
+    return {
+        alert["labels"]["alertname"]
+        for alert in scraping.server.api("alerts")["alerts"]
+        if alert["state"] == "firing"
+        and alert["labels"].get("namespace", namespace) == namespace
+        and alert["labels"].get("job", scraping.job) == scraping.job
+    }
+
+
+def test_a_failed_run_keeps_the_published_version(
+    cluster: Cluster,
+    example: dict[str, Any],
+    namespace: str,
+    redis: RedisServer,
+    prometheus: Scraping,
+) -> None:
+    before = _redis_meta(redis)
+    manifest = json.loads(json.dumps(example))
+    source = manifest["spec"]["sources"][0]["http"]
+    source.update(url=f"http://{cluster.need_host_ip()}:9/customers", maxRetries=0)
+    apply_manifest(manifest, namespace)
+    pipeline = wait_run_finished(namespace, NAME, run_now(namespace))
+    assert pipeline["status"]["lastRun"]["result"] == "Failed"
+    assert (condition(pipeline, "DataReady") or {}).get("reason") == "RunFailed"
+    assert _redis_meta(redis)["runId"] == before["runId"]
+    alerts = wait_until(
+        "DuckherdPipelineRunFailed to fire",
+        lambda: (found := firing(prometheus, namespace)) >= {"DuckherdPipelineRunFailed"} and found,
+        timeout=REACTION_TIMEOUT,
+    )
+    print(f"[alerts] after a failed run: {sorted(alerts)}")
+
+
 def test_failed_checks_block_publishing_and_keep_the_published_version(
     example: dict[str, Any], namespace: str, postgres: PostgresServer, redis: RedisServer
 ) -> None:
@@ -153,3 +243,57 @@ def test_failed_checks_block_publishing_and_keep_the_published_version(
     assert any(e["reason"] == "PublishBlocked" for e in warnings), warnings
     assert _redis_meta(redis)["runId"] == before["runId"]
     assert _postgres_rows(postgres) == CUSTOMERS
+
+
+QUIET_ALERTS = {
+    "DuckherdPipelineRunFailed",
+    "DuckherdPipelineDataStale",
+    "DuckherdPipelineDataAging",
+    "DuckherdPipelineMissedRun",
+    "DuckherdWarehouseVolumeFilling",
+    "DuckherdOperatorDown",
+    "DuckherdOperatorNotReconciling",
+    "DuckherdOperatorReconcileErrors",
+}
+
+
+def test_every_dashboard_panel_and_the_alerts_see_the_runs(
+    prometheus: Scraping, namespace: str
+) -> None:
+    """After a success, a failed run and a blocked publish, every panel of the chart's
+    dashboard returns data for this pipeline, queried as Grafana would, and the alerts for
+    the pipeline's state fire while the others stay silent."""
+    server = prometheus.server
+    blocked = (
+        f'duckherd_pipeline_condition{{namespace="{namespace}", pipeline="{NAME}", '
+        'type="Published", reason="PublishBlocked"}'
+    )
+    wait_until("Prometheus to scrape the blocked publish", lambda: server.query(blocked))
+    names = server.api("label/__name__/values")
+    print("[metrics] scraped:", " ".join(n for n in names if n.startswith("duckherd_")))
+    dashboard = load_dashboard()
+    values = {"namespace": namespace, "pipeline": NAME}
+    window = Window(prometheus.started, time.time(), SCRAPE_SECONDS)
+    for name, wanted in values.items():
+        options = variable_values(server, variable(dashboard, name)["query"], values, window)
+        print(f"[dashboard] variable {name}: {options}")
+        assert wanted in options
+    results = run_dashboard(server, dashboard, values, window)
+    for result in results:
+        print(f"[dashboard] {result.line()}")
+    empty = [f"{r.line()}\n    {r.expr}" for r in results if not r.has_data]
+    assert not empty, "panels without data:\n" + "\n".join(empty)
+    # The run panels count runs with increase(): each result's counter must move from 0.
+    runs = f'duckherd_pipeline_runs_total{{namespace="{namespace}", pipeline="{NAME}"}}'
+    window_range = f"{window.end - window.start:.0f}s"
+    counted = server.query(f"increase({runs}[{window_range}]) > 0", at=window.end)
+    assert {s["metric"]["result"] for s in counted} == {"succeeded", "failed", "blocked"}
+
+    expected = {"DuckherdPipelineChecksFailed", "DuckherdPipelinePublishBlocked"}
+    alerts = wait_until(
+        "the checks and publish alerts to fire",
+        lambda: (found := firing(prometheus, namespace)) >= expected and found,
+        timeout=REACTION_TIMEOUT,
+    )
+    print(f"[alerts] firing: {sorted(alerts)}")
+    assert not alerts & QUIET_ALERTS, alerts

@@ -198,8 +198,19 @@ NAMESPACED_GRANTS = {
 CRD_GRANTS = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"}}
 
 
-def test_helm_lint_strict_is_clean(helm: str) -> None:
-    result = _run_helm(helm, "lint", "--strict", *KUBE_FLAGS, str(CHART))
+@pytest.mark.parametrize(
+    "flags",
+    [
+        (),
+        tuple(
+            f"--set=metrics.{part}.enabled=true"
+            for part in ("serviceMonitor", "prometheusRule", "grafanaDashboard")
+        ),
+    ],
+    ids=["defaults", "monitoring"],
+)
+def test_helm_lint_strict_is_clean(helm: str, flags: tuple[str, ...]) -> None:
+    result = _run_helm(helm, "lint", "--strict", *KUBE_FLAGS, *flags, str(CHART))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 chart(s) failed" in result.stdout
 
@@ -399,7 +410,13 @@ def test_service_monitor_selects_the_metrics_service(helm: str) -> None:
 
 
 def test_every_resource_carries_the_standard_labels(helm: str) -> None:
-    for doc in _render(helm, "--set", "commonLabels.team=data", "--set", "demoSource.enabled=true"):
+    monitoring = [
+        f"--set=metrics.{part}.enabled=true"
+        for part in ("serviceMonitor", "prometheusRule", "grafanaDashboard")
+    ]
+    for doc in _render(
+        helm, "--set", "commonLabels.team=data", "--set", "demoSource.enabled=true", *monitoring
+    ):
         labels = doc["metadata"]["labels"]
         assert labels["app.kubernetes.io/name"] == "duckherd", doc["kind"]
         assert labels["app.kubernetes.io/instance"] == "demo", doc["kind"]
