@@ -257,38 +257,83 @@ QUIET_ALERTS = {
 }
 
 
-def test_every_dashboard_panel_and_the_alerts_see_the_runs(
-    prometheus: Scraping, namespace: str
-) -> None:
-    """After a success, a failed run and a blocked publish, every panel of the chart's
-    dashboard returns data for this pipeline, queried as Grafana would, and the alerts for
-    the pipeline's state fire while the others stay silent."""
-    server = prometheus.server
+@pytest.fixture(scope="module")
+def settled(prometheus: Scraping, namespace: str) -> Window:
+    """The dashboard's time range: from Prometheus' start to once it has scraped the blocked
+    publish a few times (so the last points of a graph see the last run)."""
     blocked = (
         f'duckherd_pipeline_condition{{namespace="{namespace}", pipeline="{NAME}", '
         'type="Published", reason="PublishBlocked"}'
     )
-    wait_until("Prometheus to scrape the blocked publish", lambda: server.query(blocked))
+    server = prometheus.server
+    wait_until(
+        "Prometheus to scrape the blocked publish a few times",
+        lambda: server.query(f"count_over_time({blocked}[1h]) >= 6"),
+        timeout=REACTION_TIMEOUT,
+    )
     names = server.api("label/__name__/values")
     print("[metrics] scraped:", " ".join(n for n in names if n.startswith("duckherd_")))
+    return Window(prometheus.started, time.time(), SCRAPE_SECONDS)
+
+
+def test_every_dashboard_panel_returns_data(
+    prometheus: Scraping, namespace: str, settled: Window
+) -> None:
+    """After a success, a failed run and a blocked publish, every panel of the chart's
+    dashboard returns data for this pipeline, queried as Grafana would."""
+    server = prometheus.server
     dashboard = load_dashboard()
     values = {"namespace": namespace, "pipeline": NAME}
-    window = Window(prometheus.started, time.time(), SCRAPE_SECONDS)
     for name, wanted in values.items():
-        options = variable_values(server, variable(dashboard, name)["query"], values, window)
+        options = variable_values(server, variable(dashboard, name)["query"], values, settled)
         print(f"[dashboard] variable {name}: {options}")
         assert wanted in options
-    results = run_dashboard(server, dashboard, values, window)
+    results = run_dashboard(server, dashboard, values, settled)
     for result in results:
         print(f"[dashboard] {result.line()}")
     empty = [f"{r.line()}\n    {r.expr}" for r in results if not r.has_data]
     assert not empty, "panels without data:\n" + "\n".join(empty)
-    # The run panels count runs with increase(): each result's counter must move from 0.
-    runs = f'duckherd_pipeline_runs_total{{namespace="{namespace}", pipeline="{NAME}"}}'
-    window_range = f"{window.end - window.start:.0f}s"
-    counted = server.query(f"increase({runs}[{window_range}]) > 0", at=window.end)
-    assert {s["metric"]["result"] for s in counted} == {"succeeded", "failed", "blocked"}
 
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="duckherd_pipeline_runs_total has no series for a result until the operator counts "
+    "its first run, so increase() misses the first run of each result and the dashboard's run "
+    "panels and success rate undercount (here: 0 % with one success); the fix is exporting 0 "
+    "for every result from a pipeline's first scrape (asked of the metrics work, issue 12)",
+)
+def test_the_run_panels_count_every_run(
+    prometheus: Scraping, namespace: str, settled: Window
+) -> None:
+    server = prometheus.server
+    mine = f'namespace="{namespace}", pipeline="{NAME}"'
+    window = f"{settled.end - settled.start:.0f}s"
+    counted = server.query(
+        f"increase(duckherd_pipeline_runs_total{{{mine}}}[{window}]) > 0", at=settled.end
+    )
+    # Checks that fail make the run Failed (its publish Blocked): two failed runs, one success.
+    assert {s["metric"]["result"] for s in counted} == {"succeeded", "failed"}
+    succeeded = f'increase(duckherd_pipeline_runs_total{{{mine}, result="succeeded"}}[{window}])'
+    every = f"increase(duckherd_pipeline_runs_total{{{mine}}}[{window}])"
+    (rate,) = server.query(f"sum({succeeded}) / sum({every})", at=settled.end)
+    assert 0 < float(rate["value"][1]) < 1
+
+
+QUIET_ALERTS = {
+    "DuckherdPipelineRunFailed",
+    "DuckherdPipelineDataStale",
+    "DuckherdPipelineDataAging",
+    "DuckherdPipelineMissedRun",
+    "DuckherdWarehouseVolumeFilling",
+    "DuckherdOperatorDown",
+    "DuckherdOperatorNotReconciling",
+    "DuckherdOperatorReconcileErrors",
+}
+
+
+def test_the_alerts_of_the_pipeline_s_state_fire_and_no_other(
+    prometheus: Scraping, namespace: str, settled: Window
+) -> None:
     expected = {"DuckherdPipelineChecksFailed", "DuckherdPipelinePublishBlocked"}
     alerts = wait_until(
         "the checks and publish alerts to fire",
