@@ -245,12 +245,13 @@ def test_failed_checks_block_publishing_and_keep_the_published_version(
     assert _postgres_rows(postgres) == CUSTOMERS
 
 
+# DuckherdWarehouseVolumeFilling is not among them: the test cluster's volumes are host paths,
+# so it reports this machine's disk, whatever it holds.
 QUIET_ALERTS = {
     "DuckherdPipelineRunFailed",
     "DuckherdPipelineDataStale",
     "DuckherdPipelineDataAging",
     "DuckherdPipelineMissedRun",
-    "DuckherdWarehouseVolumeFilling",
     "DuckherdOperatorDown",
     "DuckherdOperatorNotReconciling",
     "DuckherdOperatorReconcileErrors",
@@ -319,12 +320,13 @@ def test_the_run_panels_count_every_run(
     assert 0 < float(rate["value"][1]) < 1
 
 
+# DuckherdWarehouseVolumeFilling is not among them: the test cluster's volumes are host paths,
+# so it reports this machine's disk, whatever it holds.
 QUIET_ALERTS = {
     "DuckherdPipelineRunFailed",
     "DuckherdPipelineDataStale",
     "DuckherdPipelineDataAging",
     "DuckherdPipelineMissedRun",
-    "DuckherdWarehouseVolumeFilling",
     "DuckherdOperatorDown",
     "DuckherdOperatorNotReconciling",
     "DuckherdOperatorReconcileErrors",
