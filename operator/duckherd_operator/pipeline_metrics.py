@@ -267,8 +267,11 @@ def _conditions(v: _View) -> Samples:
 
 
 def _runs(v: _View) -> Samples:
-    for result, count in sorted(v.history.runs(v.key).items()):
-        yield Sample((result,), count)
+    """Every result from a pipeline's first scrape, 0 until counted: `increase()` then sees
+    the first run of each result too (a series born at 1 hides its first increment)."""
+    counted = v.history.runs(v.key)
+    for result in sorted(r.lower() for r in _FINISHED_RUNS):
+        yield Sample((result,), counted.get(result, 0))
 
 
 def _stage_durations(v: _View) -> Samples:

@@ -296,13 +296,6 @@ def test_every_dashboard_panel_returns_data(
     assert not empty, "panels without data:\n" + "\n".join(empty)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="duckherd_pipeline_runs_total has no series for a result until the operator counts "
-    "its first run, so increase() misses the first run of each result and the dashboard's run "
-    "panels and success rate undercount (here: 0 % with one success); the fix is exporting 0 "
-    "for every result from a pipeline's first scrape (asked of the metrics work, issue 12)",
-)
 def test_the_run_panels_count_every_run(
     prometheus: Scraping, namespace: str, settled: Window
 ) -> None:
