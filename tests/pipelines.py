@@ -1,4 +1,5 @@
-"""DataPipeline documents for tests and benchmarks: the envelope around a spec, in one place."""
+"""DataPipeline documents for tests and benchmarks: the envelope around a spec and the sources
+several suites share, in one place."""
 
 from __future__ import annotations
 
@@ -25,3 +26,25 @@ def manifest(name: str = "shop", namespace: str | None = None, **spec: Any) -> d
 def pipeline(name: str = "shop", namespace: str | None = None, **spec: Any) -> DataPipeline:
     """`manifest`, validated as the jobs read it."""
     return DataPipeline.model_validate(manifest(name, namespace, **spec))
+
+
+def customers_source(
+    url: str, *, http: dict[str, Any] | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """The demo API's customers at `url` as a source: merged by customer_id, incremental by
+    updated_at (asked for with `updated_since`), 50 a page. `http` adds to the http fields,
+    `overrides` replace the source's own."""
+    return {
+        "name": "customers",
+        "primaryKey": ["customer_id"],
+        "writeDisposition": "merge",
+        "incremental": {"cursorField": "updated_at"},
+        "http": {
+            "url": url,
+            "recordsPath": "data",
+            "incrementalParam": "updated_since",
+            "pagination": {"type": "page", "pageSize": 50, "totalPath": "total"},
+            **(http or {}),
+        },
+        **overrides,
+    }

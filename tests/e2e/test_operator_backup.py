@@ -30,7 +30,7 @@ from tests.e2e.operator_support import (
 )
 from tests.jobs.backup_support import AS_OF, SELECT, customer, moved_on
 from tests.jobs.ingest_support import FakeApi
-from tests.pipelines import manifest
+from tests.pipelines import customers_source, manifest
 
 pytestmark = pytest.mark.e2e
 
@@ -63,20 +63,7 @@ def namespace(operator: Operator) -> Iterator[str]:
 def shop(url: str) -> dict[str, Any]:
     return manifest(
         NAME,
-        sources=[
-            {
-                "name": "customers",
-                "primaryKey": ["customer_id"],
-                "writeDisposition": "merge",
-                "incremental": {"cursorField": "updated_at"},
-                "http": {
-                    "url": url,
-                    "recordsPath": "data",
-                    "incrementalParam": "updated_since",
-                    "pagination": {"type": "page", "pageSize": 50, "totalPath": "total"},
-                },
-            }
-        ],
+        sources=[customers_source(url)],
         transform={"dbt": {"vars": AS_OF, "select": SELECT}},
         backup={"schedule": "0 0 1 1 *", "keep": 3, "volume": {"size": "256Mi"}},
     )

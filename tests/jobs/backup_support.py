@@ -53,20 +53,7 @@ def moved_on(
 def shop(url: str, *, transform: bool = True, **spec: Any) -> DataPipeline:
     """Customers (merge, incremental by updated_at), through the default dbt project unless
     `transform` is False."""
-    source = {
-        "name": "customers",
-        "primaryKey": ["customer_id"],
-        "writeDisposition": "merge",
-        "incremental": {"cursorField": "updated_at"},
-        "http": {
-            "url": url,
-            "recordsPath": "data",
-            "incrementalParam": "updated_since",
-            "pagination": {"type": "page", "pageSize": 50, "totalPath": "total"},
-            "timeoutSeconds": 5,
-        },
-    }
-    source.update(spec.pop("source", {}))
+    source = pipelines.customers_source(url, http={"timeoutSeconds": 5}, **spec.pop("source", {}))
     if transform:
         spec["transform"] = {
             "dbt": {"project": {"path": str(DBT_PROJECT)}, "vars": AS_OF, "select": SELECT}
