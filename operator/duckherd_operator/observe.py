@@ -57,6 +57,30 @@ def terminated_state(pod: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+SIGKILL_EXIT = 137  # 128 + 9: how a container killed with SIGKILL exits
+
+
+def no_summary_message(pod: dict[str, Any], terminated: dict[str, Any], error: Exception) -> str:
+    """Why a finished pod left no summary, in words: a pod killed by its node (out of memory,
+    a SIGKILL, a node restart) says so instead of quoting the log lines that stand in for
+    the termination message (terminationMessagePolicy: FallbackToLogsOnError)."""
+    name, code = pod["metadata"]["name"], terminated.get("exitCode")
+    reason, said = terminated.get("reason"), terminated.get("message") or ""
+    if reason == "OOMKilled":
+        return (
+            f"pod {name} ran out of memory (OOMKilled, exit {code}) before it finished; "
+            "what it had not committed was discarded. Raise spec.pod.resources.limits.memory"
+        )
+    if code == SIGKILL_EXIT or terminated.get("signal") == 9:
+        how = f"{reason}: {said.strip()}" if reason not in (None, "Error") and said else "SIGKILL"
+        return (
+            f"pod {name} was killed ({how}, exit {code}) before it finished: stopped on its node "
+            "(out of memory, a node restart, or killed); what it had not committed was "
+            "discarded, the next run starts from what was committed"
+        )
+    return f"pod {name} (exit {code}): {error}"
+
+
 def waiting_problem(pod: dict[str, Any]) -> Problem | None:
     """Why a pod cannot start (a missing Secret, an image that cannot be pulled), if it cannot."""
     for container in (pod.get("status") or {}).get("containerStatuses") or []:
@@ -114,8 +138,7 @@ def _summary_from_pods(
     try:
         return decode(terminated.get("message"), stage=job.stage), None
     except SummaryError as error:
-        exit_code = terminated.get("exitCode")
-        return None, f"pod {pod['metadata']['name']} (exit {exit_code}): {error}"
+        return None, no_summary_message(pod, terminated, error)
 
 
 def observe_run(

@@ -15,7 +15,7 @@ from duckherd.api import BackupsStatus, BackupStatus, RestoreStatus
 from duckherd.contract import ANNOTATION_BACKUP_ID, LABEL_STAGE
 from duckherd.summary import SummaryError, TaskSummary, decode_task
 from duckherd_operator.chain import job_state
-from duckherd_operator.observe import terminated_state, waiting_problem
+from duckherd_operator.observe import no_summary_message, terminated_state, waiting_problem
 
 _OPEN = ("Pending", "Running")
 
@@ -46,7 +46,7 @@ def _summary(
     try:
         return decode_task(terminated.get("message"), task), None
     except SummaryError as error:
-        return None, f"pod {pod['metadata']['name']} (exit {terminated.get('exitCode')}): {error}"
+        return None, no_summary_message(pod, terminated, error)
 
 
 def _pods_of(job: dict[str, Any], pods: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

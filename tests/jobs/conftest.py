@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -17,13 +16,3 @@ def client(redis: RedisServer) -> Iterator[redis_client.Redis]:
     connection = redis_client.Redis.from_url(redis.url(), decode_responses=True)
     yield connection
     connection.close()
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The whole fault matrix (docs/faults.md) runs with `make bench-faults` only."""
-    if os.environ.get("DUCKHERD_FAULT_MATRIX"):
-        return
-    matrix = [item for item in items if item.get_closest_marker("fault_matrix")]
-    if matrix:
-        config.hook.pytest_deselected(items=matrix)
-        items[:] = [item for item in items if not item.get_closest_marker("fault_matrix")]

@@ -400,7 +400,9 @@ def consistency_problems(warehouse: Path) -> list[str]:
                 cursor = connection.execute(
                     "SELECT cursor_value FROM _duckherd.state WHERE source = ?", [source]
                 ).fetchone()
-                if _normal(top[0] if top else None) != _normal(cursor[0] if cursor else None):
+                if normal_cursor(top[0] if top else None) != normal_cursor(
+                    cursor[0] if cursor else None
+                ):
                     problems.append(f"cursor of {source} is {cursor} but {table} holds up to {top}")
         dupes = connection.execute(
             "SELECT count(*) - count(DISTINCT id) FROM raw.customers"
@@ -410,7 +412,7 @@ def consistency_problems(warehouse: Path) -> list[str]:
     return problems
 
 
-def _normal(value: Any) -> str | None:
+def normal_cursor(value: Any) -> str | None:
     """Cursor text and a column's max as text, in one form (timestamps: no zone suffix)."""
     if value is None:
         return None

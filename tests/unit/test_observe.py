@@ -25,8 +25,12 @@ def _job(state: str) -> JobView:
     )
 
 
-def _pod(message: str | None, exit_code: int = 0) -> dict[str, Any]:
-    terminated: dict[str, Any] = {"exitCode": exit_code, "finishedAt": "2026-11-26T06:01:00Z"}
+def _pod(message: str | None, exit_code: int = 0, reason: str = "Error") -> dict[str, Any]:
+    terminated: dict[str, Any] = {
+        "exitCode": exit_code,
+        "reason": reason,
+        "finishedAt": "2026-11-26T06:01:00Z",
+    }
     if message is not None:
         terminated["message"] = message
     return {
@@ -57,8 +61,40 @@ def test_a_garbled_message_fails_the_stage_with_a_clear_message() -> None:
 
 
 def test_an_empty_message_fails_the_stage() -> None:
-    stage = _observe("Failed", [_pod(None, exit_code=137)])
+    stage = _observe("Failed", [_pod(None, exit_code=1)])
     assert stage.state == "Failed" and "empty termination message" in stage.message
+
+
+def test_a_pod_killed_on_its_node_says_so_not_its_log_lines() -> None:
+    log_tail = "WARNING test pause point ingest.load.begun reached: waiting"
+    stage = _observe("Failed", [_pod(log_tail, exit_code=137)])
+    assert stage.state == "Failed"
+    assert stage.message.startswith(
+        "pod shop-ingest-1-abcde was killed (SIGKILL, exit 137) before it finished: stopped on "
+        "its node (out of memory, a node restart, or killed); what it had not committed was "
+        "discarded"
+    )
+    assert "pause point" not in stage.message
+
+
+def test_a_container_lost_in_a_node_restart_names_the_kubelets_reason() -> None:
+    lost = _pod(
+        "The container could not be located when the pod was terminated",
+        exit_code=137,
+        reason="ContainerStatusUnknown",
+    )
+    stage = _observe("Failed", [lost])
+    assert "was killed (ContainerStatusUnknown: The container could not be located" in (
+        stage.message
+    )
+
+
+def test_an_out_of_memory_kill_says_which_limit_to_raise() -> None:
+    stage = _observe("Failed", [_pod("", exit_code=137, reason="OOMKilled")])
+    assert stage.message == (
+        "pod shop-ingest-1-abcde ran out of memory (OOMKilled, exit 137) before it finished; "
+        "what it had not committed was discarded. Raise spec.pod.resources.limits.memory"
+    )
 
 
 def test_a_gone_pod_keeps_the_recorded_result() -> None:
