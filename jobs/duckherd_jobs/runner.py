@@ -29,7 +29,7 @@ from duckherd.summary import StageSummary, encode
 from duckherd.validation import describe_validation_errors
 from duckherd_jobs.context import StageContext, new_run_id, utc_now
 from duckherd_jobs.lineage import Lineage
-from duckherd_jobs.redaction import redact_summary, redacted_logs, stage_secrets
+from duckherd_jobs.redaction import redact, redact_summary, redacted_logs, stage_secrets
 from duckherd_jobs.usage import UsageMeter, measure_warehouse
 from duckherd_jobs.volume import explain_full_volume
 from duckherd_jobs.warehouse import connect, record_run
@@ -132,6 +132,9 @@ def run_stage(stage: Stage, ctx: StageContext, lineage: Lineage | None = None) -
         log.warning("could not record the run in _duckherd.runs: %s", error)
     with redacted_logs(secrets):
         lineage.finish(stage, ctx, lineage_run, summary)
+    summary.lineageEvents = lineage.delivery()
+    if summary.lineageEvents is not None and summary.lineageEvents.error:
+        summary.lineageEvents.error = redact(summary.lineageEvents.error, secrets)
     return summary
 
 

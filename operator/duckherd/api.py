@@ -1182,6 +1182,17 @@ class StageResult(ApiModel):
     cpuSeconds: float | None = Field(
         default=None, description="CPU time (user + system) the stage used, in seconds."
     )
+    lineageEvents: int | None = Field(
+        default=None,
+        description="OpenLineage events the stage delivered (absent while lineage is off).",
+    )
+    lineageError: str | None = Field(
+        default=None,
+        description=(
+            "Why the stage's OpenLineage events stopped (the receiver failed or did not answer "
+            "in time). The stage itself is not affected."
+        ),
+    )
     message: str | None = Field(default=None, description="Error or summary message.")
 
 

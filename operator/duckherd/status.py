@@ -150,6 +150,7 @@ def _stage_result(observation: StageObservation) -> StageResult:
         message = f"{checks.passed} passed, {checks.failed} failed, {checks.warned} warned"
     duration = summary.durationSeconds if summary is not None else None
     resources = summary.resources if summary is not None else None
+    lineage = summary.lineageEvents if summary is not None else None
     return StageResult(
         stage=observation.stage,
         job=observation.job,
@@ -160,6 +161,8 @@ def _stage_result(observation: StageObservation) -> StageResult:
         rows=_stage_rows(summary),
         peakMemoryBytes=resources.peakMemoryBytes if resources else None,
         cpuSeconds=resources.cpuSeconds if resources else None,
+        lineageEvents=lineage.sent if lineage else None,
+        lineageError=lineage.error if lineage else None,
         message=(message[:1000] if message else None),
     )
 

@@ -99,6 +99,21 @@ class ModelRun(BaseModel):
     finishedAt: str | None = None
 
 
+class LineageDelivery(BaseModel):
+    """How the stage's OpenLineage events went (absent while lineage is off)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    sent: int = Field(default=0, ge=0, description="Events the receiver accepted.")
+    error: str | None = Field(
+        default=None,
+        description=(
+            "Why delivery stopped (an error, a refusal, no answer in time): lineage is then off "
+            "for the rest of the stage, which itself is not affected. Redacted, one line."
+        ),
+    )
+
+
 class StageSummary(BaseModel):
     """What one stage did. `ok` is the single truth about success."""
 
@@ -130,6 +145,7 @@ class StageSummary(BaseModel):
     error: str | None = None
     resources: StageResources | None = None
     warehouse: WarehouseUsage | None = None
+    lineageEvents: LineageDelivery | None = None
     truncated: bool = False
 
 

@@ -3,8 +3,9 @@
 Almost every series is derived, when Prometheus scrapes, from the DataPipelines in the watch
 cache (their spec and the status the operator wrote): nothing per pipeline is kept for them,
 and a deleted pipeline's series go with it. Only what must accumulate — finished runs by
-result and the stage duration histogram — lives in `RunHistory`, a few integers per stage,
-recorded when the operator writes a run's end into status and dropped when the pipeline goes.
+result, the stage duration histogram, OpenLineage deliveries — lives in `RunHistory`, a few
+integers per stage, recorded when the operator writes a run's end into status and dropped
+when the pipeline goes.
 
 The series are written as Prometheus text straight from the stored objects, family by
 family, in chunks, not through prometheus_client's Metric objects: at 1,000 pipelines (about
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from croniter import croniter
 from prometheus_client.utils import floatToGoString
 
 from duckherd.api import STAGES, DataPipelineStatus, RunStatus, parse_duration
+from duckherd.contract import ENV_LINEAGE_URL
 from duckherd.status import parse_time
 
 log = logging.getLogger("duckherd.operator.metrics")
@@ -81,6 +84,8 @@ class RunHistory:
         self._lock = threading.Lock()
         self._runs: dict[PipelineKey, dict[str, int]] = {}
         self._durations: dict[PipelineKey, dict[str, _Durations]] = {}
+        # Per stage: OpenLineage events delivered, stage runs whose delivery failed.
+        self._lineage: dict[PipelineKey, dict[str, tuple[int, int]]] = {}
 
     def record(
         self, key: PipelineKey, previous: DataPipelineStatus, current: DataPipelineStatus
@@ -93,9 +98,18 @@ class RunHistory:
             for stage in run.stages:
                 if (run.id, stage.stage, stage.result) in seen:
                     continue
-                if stage.result in _FINISHED_STAGES and stage.durationSeconds is not None:
+                if stage.result not in _FINISHED_STAGES:
+                    continue
+                if stage.durationSeconds is not None:
                     stages = self._durations.setdefault(key, {})
                     stages.setdefault(stage.stage, _Durations()).observe(stage.durationSeconds)
+                if stage.lineageEvents is not None or stage.lineageError:
+                    lineage = self._lineage.setdefault(key, {})
+                    sent, failed = lineage.get(stage.stage, (0, 0))
+                    lineage[stage.stage] = (
+                        sent + (stage.lineageEvents or 0),
+                        failed + (1 if stage.lineageError else 0),
+                    )
             ended = run.result in _FINISHED_RUNS
             if ended and (before is None or (before.id, before.result) != (run.id, run.result)):
                 runs = self._runs.setdefault(key, {})
@@ -103,8 +117,8 @@ class RunHistory:
 
     def forget(self, key: PipelineKey) -> None:
         with self._lock:
-            self._runs.pop(key, None)
-            self._durations.pop(key, None)
+            for kept in (self._runs, self._durations, self._lineage):
+                kept.pop(key, None)
 
     def runs(self, key: PipelineKey) -> dict[str, int]:
         with self._lock:
@@ -115,10 +129,14 @@ class RunHistory:
             stages = self._durations.get(key, {})
             return {stage: (d.cumulative(), d.total) for stage, d in stages.items()}
 
+    def lineage(self, key: PipelineKey) -> dict[str, tuple[int, int]]:
+        with self._lock:
+            return dict(self._lineage.get(key, {}))
+
     def retain(self, keys: set[PipelineKey]) -> None:
         """Drop what is kept for pipelines not among `keys` (a delete missed by the watch)."""
         with self._lock:
-            for kept in (self._runs, self._durations):
+            for kept in (self._runs, self._durations, self._lineage):
                 for key in set(kept) - keys:
                     del kept[key]
 
@@ -197,11 +215,23 @@ class _View:
     history: RunHistory
     now: datetime
     clock: ScheduleClock
+    lineage_by_default: bool
 
     @classmethod
     def of(cls, body: Mapping[str, Any], scrape: _Scrape) -> _View:
         status, spec = _dict(body.get("status")), _dict(body.get("spec"))
-        return cls(pipeline_key(body), status, spec, scrape.history, scrape.now, scrape.clock)
+        key = pipeline_key(body)
+        return cls(
+            key, status, spec, scrape.history, scrape.now, scrape.clock, scrape.lineage_by_default
+        )
+
+    @property
+    def lineage_on(self) -> bool:
+        """Whether the stages emit OpenLineage: spec.lineage, else the chart's default."""
+        settings = _dict(self.spec.get("lineage"))
+        if settings.get("enabled") is False:
+            return False
+        return bool(settings.get("url")) or self.lineage_by_default
 
     @property
     def last_run(self) -> Mapping[str, Any]:
@@ -228,6 +258,7 @@ class _Scrape:
     history: RunHistory
     now: datetime
     clock: ScheduleClock
+    lineage_by_default: bool = False  # the chart's lineage.url is set
 
 
 class Sample(NamedTuple):
@@ -272,6 +303,19 @@ def _runs(v: _View) -> Samples:
     counted = v.history.runs(v.key)
     for result in sorted(r.lower() for r in _FINISHED_RUNS):
         yield Sample((result,), counted.get(result, 0))
+
+
+def _lineage(position: int) -> Callable[[_View], Samples]:
+    """A lineage counter per stage: 0 from the first scrape of a pipeline whose stages emit
+    (so `increase()` sees the first failure), else from the first stage that reported."""
+
+    def samples(v: _View) -> Samples:
+        counted = v.history.lineage(v.key)
+        stages = STAGES if v.lineage_on else tuple(s for s in STAGES if s in counted)
+        for stage in stages:
+            yield Sample((stage,), counted.get(stage, (0, 0))[position])
+
+    return samples
 
 
 def _stage_durations(v: _View) -> Samples:
@@ -430,6 +474,21 @@ FAMILIES = (
         ("stage",),
         _stage_durations,
     ),
+    Family(
+        "duckherd_lineage_events_total",
+        "counter",
+        "OpenLineage events the stages delivered, as this operator process saw them.",
+        ("stage",),
+        _lineage(0),
+    ),
+    Family(
+        "duckherd_lineage_failures_total",
+        "counter",
+        "Stage runs whose OpenLineage delivery failed or timed out (lineage then stays off for "
+        "the rest of that stage; the stage itself is not affected).",
+        ("stage",),
+        _lineage(1),
+    ),
     _gauge(
         "duckherd_stage_last_duration_seconds",
         "Duration of the stage in the latest run that ran it.",
@@ -551,12 +610,16 @@ def pipeline_key(body: Mapping[str, Any]) -> PipelineKey:
 
 
 def render(
-    bodies: Iterable[Mapping[str, Any]], history: RunHistory, now: datetime, clock: ScheduleClock
+    bodies: Iterable[Mapping[str, Any]],
+    history: RunHistory,
+    now: datetime,
+    clock: ScheduleClock,
+    lineage_by_default: bool = False,
 ) -> Iterator[bytes]:
     """The per-pipeline families of these DataPipeline objects as Prometheus text, family by
     family (the format wants each family's samples together), in chunks of about 64 KiB:
     nothing but the chunk under way is held, whatever the fleet's size."""
-    scrape = _Scrape(history, now, clock)
+    scrape = _Scrape(history, now, clock, lineage_by_default)
     views = [_View.of(body, scrape) for body in sorted(bodies, key=pipeline_key)]
     buffer = bytearray()
     for family in FAMILIES:
@@ -605,4 +668,5 @@ class PipelineMetrics:
     def render(self) -> Iterator[bytes]:
         bodies = snapshot(self._pipelines)
         self.history.retain({pipeline_key(body) for body in bodies})
-        return render(bodies, self.history, self._now(), self._clock)
+        lineage_by_default = bool(os.environ.get(ENV_LINEAGE_URL))
+        return render(bodies, self.history, self._now(), self._clock, lineage_by_default)

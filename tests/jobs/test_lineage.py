@@ -17,7 +17,7 @@ from openlineage.client.generated.output_statistics_output_dataset import (
 )
 
 from duckherd.status import rfc3339
-from duckherd.summary import PublishedTarget, StageSummary
+from duckherd.summary import PublishedTarget, StageSummary, decode
 from duckherd_jobs.context import StageContext
 from duckherd_jobs.lineage import Lineage
 from duckherd_jobs.lineage.events import Datasets, ingest_datasets, publish_datasets
@@ -143,6 +143,45 @@ def test_a_hanging_receiver_costs_one_bounded_timeout(tmp_path: Path) -> None:
     assert {e["eventType"] for e in events} == {"START"}
     assert len({e["run"]["runId"] for e in events}) == 1
     assert "no answer within 1.0s" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("mode", "sent", "error"),
+    [
+        ("ok", 4, None),  # the stage's START and COMPLETE around its source's two
+        ("500", 0, "emitting START failed: "),
+        ("hang", 0, "emitting START failed: no answer within 1.0s"),
+    ],
+)
+def test_a_stage_pod_reports_its_lineage_delivery_to_the_operator(
+    tmp_path: Path, mode: str, sent: int, error: str | None
+) -> None:
+    """What the operator counts in `duckherd_lineage_*_total` and shows in status: the
+    delivery in the stage pod's termination message."""
+    with secured_api() as api, Receiver(mode) as receiver:
+        manifest = write_manifest(tmp_path, api.url)
+        env = {SECRET_ENV: TOKEN, "OPENLINEAGE_URL": receiver.url, "DUCKHERD_LINEAGE_TIMEOUT": "1"}
+        result = stage_pod(tmp_path, "ingest", manifest, env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = decode((tmp_path / "termination-log").read_text(), "ingest")
+    assert summary.ok and summary.lineageEvents is not None
+    assert summary.lineageEvents.sent == sent
+    if error is None:
+        assert summary.lineageEvents.error is None
+    else:
+        assert (summary.lineageEvents.error or "").startswith(error)
+        assert TOKEN not in (summary.lineageEvents.error or "")
+
+
+def test_a_stage_without_lineage_reports_no_delivery(tmp_path: Path) -> None:
+    with secured_api() as api:
+        manifest = write_manifest(tmp_path, api.url)
+        result = stage_pod(tmp_path, "ingest", manifest, {SECRET_ENV: TOKEN})
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = decode((tmp_path / "termination-log").read_text(), "ingest")
+    assert summary.ok and summary.lineageEvents is None
 
 
 def test_without_configuration_lineage_is_off() -> None:

@@ -34,6 +34,7 @@ ALERTS = {
     "DuckherdPipelinePublishBlocked",
     "DuckherdPipelineMissedRun",
     "DuckherdWarehouseVolumeFilling",
+    "DuckherdLineageDeliveryFailing",
     "DuckherdOperatorDown",
     "DuckherdOperatorNotReconciling",
     "DuckherdOperatorReconcileErrors",

@@ -11,18 +11,19 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from duckherd.api import API_VERSION, KIND, DataPipelineSpec, DataPipelineStatus
+from duckherd.api import API_VERSION, KIND, DataPipelineSpec, DataPipelineStatus, Stage
 from duckherd.status import RunObservation, StageObservation, compute_status
 from duckherd.summary import (
     CheckResult,
     ChecksSummary,
     KpiResult,
+    LineageDelivery,
     PublishedTarget,
     StageResources,
     StageSummary,
@@ -208,6 +209,84 @@ def test_what_is_kept_per_pipeline_stays_small() -> None:
     finally:
         tracemalloc.stop()
     assert sum(stat.size_diff for stat in grown) < 2 * 1024 * 1024
+
+
+def _lineage_run(run_id: str, **deliveries: LineageDelivery) -> RunObservation:
+    observed = tuple(
+        StageObservation(
+            stage=cast(Stage, stage),
+            job=f"shop-{stage}-{run_id}",
+            state="Succeeded",
+            summary=_summary(stage, f"2026-11-25T06:0{n}:00Z", lineageEvents=delivery),
+        )
+        for n, (stage, delivery) in enumerate(deliveries.items(), start=1)
+    )
+    return RunObservation(run_id=run_id, trigger="Manual", stages=observed)
+
+
+def _samples(text: str, name: str) -> dict[tuple[str, str], float]:
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    if name not in families:
+        return {}
+    return {
+        (s.labels["pipeline"], s.labels["stage"]): s.value
+        for s in families[name].samples
+        if s.name.endswith("_total")
+    }
+
+
+def test_lineage_deliveries_and_failures_are_counted_once_per_stage_run() -> None:
+    """The stages report their OpenLineage delivery in their summaries; the operator counts
+    events per stage and the stage runs whose delivery failed, once per stage run."""
+    history = RunHistory()
+    failed = LineageDelivery(sent=1, error="emitting COMPLETE failed: no answer within 5.0s")
+    first = _status(
+        DataPipelineStatus(),
+        _lineage_run("r1", ingest=LineageDelivery(sent=4), transform=failed),
+    )
+    history.record(("analytics", "shop"), DataPipelineStatus(), first)
+    history.record(("analytics", "shop"), first, first)  # a repeated sync counts nothing
+    second = _status(first, _lineage_run("r2", ingest=LineageDelivery(sent=4)))
+    history.record(("analytics", "shop"), first, second)
+    assert first.lastRun is not None
+    transform = next(s for s in first.lastRun.stages if s.stage == "transform")
+    assert (transform.lineageEvents, transform.lineageError) == (1, failed.error)
+
+    # `quiet` emits by its spec but has not run: its counters start at 0, every stage.
+    quiet = _body("quiet", None)
+    quiet["spec"] = {**SPEC, "lineage": {"url": "http://marquez:5000"}}
+    index = {("analytics", "shop"): [_body("shop", second)], ("analytics", "quiet"): [quiet]}
+    text = _exposition(index, history)
+
+    events = _samples(text, "duckherd_lineage_events")
+    failures = _samples(text, "duckherd_lineage_failures")
+    assert events[("shop", "ingest")] == 8 and events[("shop", "transform")] == 1
+    assert failures[("shop", "transform")] == 1 and failures[("shop", "ingest")] == 0
+    assert ("shop", "check") not in events  # the chart sets no default receiver here
+    assert {stage for (name, stage) in failures if name == "quiet"} == {
+        "ingest",
+        "transform",
+        "check",
+        "publish",
+    }
+    assert all(value == 0 for (name, _), value in failures.items() if name == "quiet")
+    assert tools.promtool_lint_metrics(text) == (0, "")
+
+
+def test_lineage_counters_follow_the_charts_default_receiver(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    history = RunHistory()
+    index = {("analytics", "fresh"): [_body("fresh", None)]}
+    assert _samples(_exposition(index, history), "duckherd_lineage_failures") == {}
+    monkeypatch.setenv("DUCKHERD_LINEAGE_URL", "http://marquez:5000")
+    assert len(_samples(_exposition(index, history), "duckherd_lineage_failures")) == 4
+    off = _body("off", None)
+    off["spec"] = {**SPEC, "lineage": {"enabled": False}}
+    assert (
+        _samples(_exposition({("analytics", "off"): [off]}, history), "duckherd_lineage_failures")
+        == {}
+    )
 
 
 def test_reconcile_passes_are_counted_by_result() -> None:

@@ -27,7 +27,7 @@ from duckherd.contract import (
     ENV_OPENLINEAGE_NAMESPACE,
     ENV_OPENLINEAGE_URL,
 )
-from duckherd.summary import StageSummary
+from duckherd.summary import LineageDelivery, StageSummary
 from duckherd_jobs.context import StageContext
 from duckherd_jobs.redaction import redact, stage_secrets
 
@@ -43,6 +43,7 @@ log = logging.getLogger("duckherd.jobs.lineage")
 ENV_TIMEOUT = ENV_LINEAGE_TIMEOUT
 ENV_NAMESPACE = ENV_OPENLINEAGE_NAMESPACE
 DEFAULT_TIMEOUT_SECONDS = 5.0
+MAX_ERROR_CHARS = 300  # the reason travels in the 4 KiB termination message
 
 
 def is_configured(env: Mapping[str, str]) -> bool:
@@ -110,6 +111,9 @@ class Lineage:
         self.client = client
         self.timeout_seconds = timeout_seconds
         self.namespace = namespace
+        self._configured = client is not None
+        self._sent = 0
+        self._failure: str | None = None
 
     @classmethod
     def from_environment(
@@ -132,6 +136,14 @@ class Lineage:
     @property
     def enabled(self) -> bool:
         return self.client is not None
+
+    def delivery(self) -> LineageDelivery | None:
+        """Events sent so far and why delivery stopped, for the stage summary (the operator
+        counts them in its metrics); None while lineage is not configured."""
+        if not self._configured:
+            return None
+        error = self._failure[:MAX_ERROR_CHARS] if self._failure else None
+        return LineageDelivery(sent=self._sent, error=error)
 
     def _run(self, stage: Stage, ctx: StageContext, run_id: str) -> StageRun:
         from duckherd_jobs.lineage.events import StageRun
@@ -208,7 +220,10 @@ class Lineage:
         if sender.is_alive():
             failure.append(f"no answer within {self.timeout_seconds}s")
         if failure:
-            log.warning(
-                "lineage off for this run: emitting %s failed: %s", event.eventType, failure[0]
-            )
+            # The enum's value (START), not its repr (EventType.START).
+            event_type = getattr(event.eventType, "value", event.eventType)
+            self._failure = f"emitting {event_type} failed: {failure[0]}"
+            log.warning("lineage off for this run: %s", self._failure)
             self.client = None
+        else:
+            self._sent += 1
