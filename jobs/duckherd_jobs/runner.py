@@ -127,7 +127,7 @@ def run_stage(stage: Stage, ctx: StageContext, lineage: Lineage | None = None) -
     summary.warehouse = measure_warehouse(ctx.warehouse)
     try:
         with connect(ctx.warehouse, timeout_seconds=ctx.lock_timeout_seconds) as connection:
-            record_run(connection, summary)
+            record_run(connection, summary, started_at=started)
     except Exception as error:  # the run log is secondary: report, do not mask the result
         log.warning("could not record the run in _duckherd.runs: %s", error)
     with redacted_logs(secrets):

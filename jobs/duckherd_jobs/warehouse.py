@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -147,15 +148,21 @@ def ensure_layout(connection: duckdb.DuckDBPyConnection) -> None:
     connection.execute(METADATA_DDL)
 
 
-def record_run(connection: duckdb.DuckDBPyConnection, summary: StageSummary) -> None:
-    """The full record of a stage (the termination message carries a compact copy)."""
+def record_run(
+    connection: duckdb.DuckDBPyConnection,
+    summary: StageSummary,
+    started_at: datetime | None = None,
+) -> None:
+    """The full record of a stage (the termination message carries a compact copy).
+    `started_at`: the precise start (the summary's is whole seconds), which retention
+    compares with the rows' `_loaded_at`."""
     connection.execute(
         "INSERT INTO _duckherd.runs VALUES (?, ?, ?, ?, ?, ?)",
         [
             summary.runId or "",
             summary.stage,
             summary.ok,
-            summary.startedAt,
+            started_at or summary.startedAt,
             summary.finishedAt,
             summary.model_dump_json(exclude_defaults=True),
         ],

@@ -10,10 +10,11 @@ from typing import Any
 import duckdb
 
 from duckherd.api import DataPipeline, DataPipelineStatus
-from duckherd.status import RunObservation, StageObservation, compute_status
+from duckherd.status import RunObservation, StageObservation, compute_status, rfc3339
 from duckherd.summary import StageSummary
 from duckherd_jobs.context import StageContext
 from duckherd_jobs.runner import run_stage
+from duckherd_jobs.warehouse import ensure_layout, record_run
 from tests.jobs.backup_support import count, customer, run, shop
 from tests.jobs.ingest_support import FakeApi
 
@@ -109,3 +110,15 @@ def run_ingest_only(pipeline: DataPipeline, warehouse: Path, run_id: str) -> Sta
     summary = run_stage("ingest", ctx)
     assert summary.ok, summary.error
     return summary
+
+
+def test_a_stage_start_is_recorded_to_the_microsecond(tmp_path: Path) -> None:
+    """Retention compares the last transform's start with the rows' `_loaded_at`: a start cut
+    to whole seconds would hide loads of the same second from pruning until the next run."""
+    started = datetime(2026, 12, 2, 13, 37, 54, 812345, tzinfo=UTC)
+    summary = StageSummary(stage="transform", ok=True, runId="r1", startedAt=rfc3339(started))
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as connection:
+        ensure_layout(connection)
+        record_run(connection, summary, started_at=started)
+        row = connection.execute("SELECT started_at FROM _duckherd.runs").fetchone()
+    assert row is not None and row[0] == started
