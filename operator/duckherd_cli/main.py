@@ -88,6 +88,9 @@ def run_operator(
     ] = "slack",
 ) -> None:
     """Run the Kopf operator."""
+    from duckherd_operator.lean_imports import use_lean_kubernetes_client
+
+    use_lean_kubernetes_client()  # first: before anything imports kubernetes_asyncio or Kopf
     from duckherd_operator.main import run
     from duckherd_operator.validation import stage_resources
     from duckherd_operator.webhook import WebhookConfig

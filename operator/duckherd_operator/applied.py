@@ -22,8 +22,8 @@ from duckherd_operator.builders import Pipeline, build_children
 _Key = tuple[str, str, str]  # namespace, kind, name
 
 
-def manifest_digest(manifest: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+def manifest_digest(manifest: dict[str, Any]) -> bytes:
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).digest()
 
 
 def _key(manifest: dict[str, Any]) -> _Key:
@@ -33,15 +33,15 @@ def _key(manifest: dict[str, Any]) -> _Key:
 
 class AppliedChildren:
     def __init__(self) -> None:
-        self._notes: dict[_Key, tuple[str, str]] = {}
+        self._notes: dict[_Key, tuple[bytes, str]] = {}
         # Per pipeline: the parse the digests were built from, and (key, digest) per child.
-        self._expected: dict[tuple[str, str], tuple[Pipeline, list[tuple[_Key, str]]]] = {}
+        self._expected: dict[tuple[str, str], tuple[Pipeline, list[tuple[_Key, bytes]]]] = {}
 
     def record(self, manifest: dict[str, Any], answer: dict[str, Any]) -> None:
         version = str((answer.get("metadata") or {}).get("resourceVersion") or "")
         self._notes[_key(manifest)] = (manifest_digest(manifest), version)
 
-    def _expected_children(self, pipeline: Pipeline) -> list[tuple[_Key, str]]:
+    def _expected_children(self, pipeline: Pipeline) -> list[tuple[_Key, bytes]]:
         owner = (pipeline.namespace, pipeline.name)
         kept = self._expected.get(owner)
         if kept is None or kept[0] is not pipeline:

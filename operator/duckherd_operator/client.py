@@ -25,9 +25,10 @@ from urllib.parse import quote
 
 import aiohttp
 import kopf
-from kubernetes_asyncio.client import ApiClient, Configuration
+from kubernetes_asyncio.client.api_client import ApiClient
+from kubernetes_asyncio.client.configuration import Configuration
 from kubernetes_asyncio.client.exceptions import ApiException
-from kubernetes_asyncio.config import ConfigException
+from kubernetes_asyncio.config.config_exception import ConfigException
 from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
 
 from duckherd import __version__

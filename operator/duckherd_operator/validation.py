@@ -7,6 +7,7 @@ resync round), so the result is kept per pipeline until its spec, generation or 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -113,11 +114,14 @@ _parsed: dict[_Key, tuple[tuple[Any, ...], Parsed]] = {}
 
 
 def _fingerprint(body: dict[str, Any]) -> tuple[Any, ...]:
+    """What a parse depends on; the spec by a digest of its JSON (kept for every pipeline of
+    a fleet, the JSON itself would be as large again as the spec's text)."""
     metadata = body["metadata"]
+    spec = json.dumps(body.get("spec") or {}, sort_keys=True).encode()
     return (
         metadata.get("uid"),
         metadata.get("generation"),
-        json.dumps(body.get("spec") or {}, sort_keys=True),
+        hashlib.blake2b(spec, digest_size=16).digest(),
         stage_image(),
         os.environ.get(ENV_STAGE_RESOURCES, ""),
     )

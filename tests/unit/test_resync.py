@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +12,8 @@ from duckherd_operator.assess import assess
 from duckherd_operator.builders import build_children
 from duckherd_operator.client import KubeClient
 from duckherd_operator.handlers import resync
-from duckherd_operator.handlers.caches import Caches
+from duckherd_operator.handlers.caches import Caches, cached_pipeline
+from duckherd_operator.pipeline_metrics import RunHistory, ScheduleClock, render
 from duckherd_operator.validation import parse_pipeline
 from tests.unit.manifests import manifest
 
@@ -83,14 +85,55 @@ def test_children_drift_is_read_from_the_caches(monkeypatch: Any) -> None:
     assert resync.children_drifted(_body(schedule="5 4 * * *"), _caches(body, cached))
 
 
-async def test_a_pipeline_at_rest_costs_no_request(monkeypatch: Any) -> None:
+def _at_rest(monkeypatch: Any) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+    """A pipeline whose children were applied and cached, with the status that pass wrote."""
     applied = AppliedChildren()
     monkeypatch.setattr(resync, "APPLIED", applied)
     body = _body()
     cached = _settled(body, applied)
-    # The status the pass that applied generation 1 wrote.
     written = assess(body, [], [], datetime.now(UTC), Acted(generation=1, problem=None))
     body["status"] = written.status.model_dump(mode="json", exclude_none=True)
+    return body, cached
+
+
+async def test_a_pipeline_at_rest_costs_no_request(monkeypatch: Any) -> None:
+    body, cached = _at_rest(monkeypatch)
     client: Any = NoApi()
     assert await resync.resync_pipeline(client, body, _caches(body, cached)) == "quiet"
     assert isinstance(client, NoApi) and not isinstance(client, KubeClient)
+
+
+def _as_the_api_sends_it(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` with what the API server and clients add: annotations and managedFields."""
+    metadata = {
+        **body["metadata"],
+        "resourceVersion": "9",
+        "creationTimestamp": "2026-12-02T12:00:00Z",
+        "annotations": {
+            "kubectl.kubernetes.io/last-applied-configuration": json.dumps(body),
+            "kopf.duckherd.io/last-handled-configuration": json.dumps({"spec": body["spec"]}),
+        },
+        "managedFields": [{"manager": "kubectl-client-side-apply", "fieldsV1": {"f:spec": {}}}],
+    }
+    return {**body, "metadata": metadata}
+
+
+async def test_the_cache_keeps_only_what_the_operator_reads_of_a_pipeline(
+    monkeypatch: Any,
+) -> None:
+    body, cached_children = _at_rest(monkeypatch)
+    sent = _as_the_api_sends_it(body)
+    kept = cached_pipeline(sent)
+    assert kept == {
+        "metadata": {"name": "shop", "namespace": NS, "uid": "u1", "generation": 1},
+        "spec": sent["spec"],
+        "status": sent["status"],
+    }
+    assert kept["spec"] is sent["spec"] and kept["status"] is sent["status"]  # not copied
+    # The resync and the per-pipeline metrics read the kept parts as they read the object.
+    client: Any = NoApi()
+    assert await resync.resync_pipeline(client, kept, _caches(kept, cached_children)) == "quiet"
+    now, history, clock = datetime.now(UTC), RunHistory(), ScheduleClock()
+    assert b"".join(render([kept], history, now, clock)) == b"".join(
+        render([sent], history, now, clock)
+    )

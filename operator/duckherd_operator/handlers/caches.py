@@ -2,7 +2,8 @@
 
 Kopf keeps one watch per resource kind and hands the indexes to every handler; the resync
 reads them instead of the API, so a fleet at rest costs no requests. Values are trimmed to
-what the assessment reads (a stage Pod's full spec is never needed).
+what the assessment reads (a stage Pod's full spec is never needed, nor a pipeline's
+annotations and managedFields): the indexes are most of what a fleet costs in memory.
 """
 
 from __future__ import annotations
@@ -41,11 +42,27 @@ def watch_only_managed(settings: kopf.OperatorSettings) -> None:
 _Key = tuple[str | None, str]  # namespace, pipeline name
 
 
+# What the resync (validation, assessment) and the per-pipeline metrics read of a pipeline.
+PIPELINE_METADATA = ("name", "namespace", "uid", "generation")
+
+
+def cached_pipeline(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a pipeline object the operator reads from the cache: identity, spec and
+    status. Not its annotations (`kubectl apply`'s copy of the manifest, Kopf's copy of the
+    spec) nor managedFields: those are most of an object's size as the API sends it."""
+    metadata = body.get("metadata") or {}
+    return {
+        "metadata": {key: metadata[key] for key in PIPELINE_METADATA if key in metadata},
+        "spec": body.get("spec") or {},
+        "status": body.get("status") or {},
+    }
+
+
 @kopf.index(GROUP, VERSION, PLURAL)
 def pipeline_objects(
     namespace: str | None, name: str, body: kopf.Body, **_: Any
 ) -> dict[_Key, dict[str, Any]]:
-    return {(namespace, name): dict(body)}
+    return {(namespace, name): cached_pipeline(body)}
 
 
 def _owner(namespace: str | None, labels: kopf.Labels) -> _Key:
