@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_fleet                                  # N = 100, 300, 1000
     BENCH_FLEET_SIZES=100 BENCH_FLEET_RUNS=20 python -m benchmarks.bench_fleet
+    BENCH_FLEET_SIZES=100 BENCH_FLEET_VALUES=resources.requests.cpu=50m python -m ...
 
 Needs root and the local cluster (`hack/cluster/cluster.sh up` is run first: it rebuilds the
 project image from this checkout). On a shared machine run it under the e2e lock
@@ -23,7 +24,9 @@ For each N, with a freshly installed operator (the chart as a user installs it):
 - **churn**: BENCH_FLEET_RUNS (default 50) more pipelines, ingest only, all started at once
   with `duckherd.io/run-now` against a demo API on this host. Latency is from the moment a
   watch sees the stage Job complete to the moment a watch sees status report it (both watches
-  in this process, so their delays cancel). Goal: p99 at most 2 s.
+  in this process, so their delays cancel). Goal: p99 at most 2 s. Meanwhile the operator's
+  CPU seconds, the seconds its threads waited for a CPU (run delay, /proc schedstat) and its
+  reconcile passes are counted: where its time goes while the node is full of stage pods.
 - **RSS**: the operator process's peak resident memory (`VmHWM`) after all of it. Goal: at
   most 150 MiB at N = 1,000.
 
@@ -40,6 +43,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -74,6 +78,9 @@ SIZES = [int(n) for n in os.environ.get("BENCH_FLEET_SIZES", "100,300,1000").spl
 RUNS = int(os.environ.get("BENCH_FLEET_RUNS", "50"))
 # Seconds for all sizes together: a size expected to overrun it is skipped (and said so).
 BUDGET = float(os.environ.get("BENCH_FLEET_BUDGET", "1500"))
+# Extra chart values for the operator (helm --set), comma-separated, e.g. to compare its CPU
+# request: BENCH_FLEET_VALUES=resources.requests.cpu=50m
+VALUES = tuple(v for v in os.environ.get("BENCH_FLEET_VALUES", "").split(",") if v)
 CUSTOMERS = 200  # per churn run: the runs measure the operator, not the stage
 VERBS = (*READ_VERBS, *WRITE_VERBS)
 ROUNDS = "duckherd_resync_rounds_total"
@@ -218,6 +225,11 @@ class FleetResult:
     rest_rss_mib: float = math.nan
     create_requests: dict[str, float] = field(default_factory=dict)  # verb → total
     latencies: list[float] = field(default_factory=list)
+    # While the runs finish: the operator's CPU seconds, seconds its threads were ready to run
+    # but waited for a CPU (the kernel's run delay), and its reconcile passes.
+    churn_cpu_seconds: float = math.nan
+    churn_cpu_wait_seconds: float = math.nan
+    churn_passes: float = math.nan
     runs: int = 0
     runs_succeeded: int = 0
     duplicate_jobs: int = 0
@@ -263,6 +275,25 @@ def measure_rest(operator: Operator, counter: Any, result: FleetResult) -> None:
 
 
 # ------------------------------------------------------------------------------ churn
+
+
+def operator_sched(operator: Operator) -> tuple[float, float]:
+    """The operator process's seconds on a CPU and seconds waiting for one, summed over its
+    threads (/proc/PID/task/*/schedstat: run time and run delay, in nanoseconds)."""
+    pod = operator.ready_pod()
+    text = kubectl(
+        "exec", "-n", operator.namespace, pod, "--", "sh", "-c", "cat /proc/1/task/*/schedstat"
+    )
+    fields = [line.split() for line in text.splitlines() if line.strip()]
+    return sum(int(f[0]) for f in fields) / 1e9, sum(int(f[1]) for f in fields) / 1e9
+
+
+def reconcile_passes(operator: Operator) -> float:
+    """controller_runtime_reconcile_total of the DataPipeline controller, every result."""
+    found = re.findall(
+        r"^controller_runtime_reconcile_total\{[^}]*\}\s+(\S+)$", operator.metrics(), re.MULTILINE
+    )
+    return sum(float(value) for value in found)
 
 
 @dataclass
@@ -424,7 +455,12 @@ def run_fleet(
         result.create_requests = _delta(counter.counts(), before)
         measure_rest(operator, counter, result)
         if runs:
+            (cpu, wait), passes = operator_sched(operator), reconcile_passes(operator)
             measure_churn(source_url, runs, result)
+            (cpu_after, wait_after) = operator_sched(operator)
+            result.churn_cpu_seconds = cpu_after - cpu
+            result.churn_cpu_wait_seconds = wait_after - wait
+            result.churn_passes = reconcile_passes(operator) - passes
         result.peak_rss_mib = operator.rss_bytes("VmHWM") / MIB
     return result
 
@@ -457,7 +493,10 @@ def print_fleet_table(results: list[FleetResult]) -> None:
         print(
             f"N={r.size}: requests while creating {creation}; RSS at rest "
             f"{r.rest_rss_mib:.0f} MiB; duplicate stage Jobs {r.duplicate_jobs}; "
-            f"rest window {r.rest_minutes:.1f} min" + "".join(f"; {n}" for n in r.notes)
+            f"rest window {r.rest_minutes:.1f} min; while the runs finished: "
+            f"{r.churn_passes:.0f} reconcile passes, {r.churn_cpu_seconds:.1f} CPU s, "
+            f"{r.churn_cpu_wait_seconds:.1f} s waiting for a CPU"
+            + "".join(f"; {n}" for n in r.notes)
         )
     print(json.dumps([dataclasses.asdict(r) for r in results]))
 
@@ -500,7 +539,7 @@ def main() -> None:
                     continue
                 print(f"[bench_fleet] N={size}", flush=True)
                 started = time.monotonic()
-                results.append(run_fleet(cluster, size, RUNS, url))
+                results.append(run_fleet(cluster, size, RUNS, url, VALUES))
                 results[-1].seconds = time.monotonic() - started
                 print(
                     f"[bench_fleet] N={size} took {results[-1].seconds:.0f}s: "

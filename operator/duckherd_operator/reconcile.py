@@ -11,6 +11,8 @@ report.py (status patch and Events).
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,22 +45,46 @@ async def reconcile_body(kube: KubeClient, body: dict[str, Any]) -> None:
             raise acted.error  # transient: status says Reconciling, the caller retries
 
 
+# Per event loop, like the locks: the pipelines with a sync waiting for their lock.
+_waiting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[tuple[str, str]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 async def sync(kube: KubeClient, namespace: str, name: str) -> None:
-    """Chain the newest run and bring status up to date. Safe to call at any time."""
-    with metrics.reconcile_pass():
-        await _sync(kube, namespace, name, None)
+    """Chain the newest run and bring status up to date. Safe to call at any time.
+
+    Events come in bursts: a stage that ends changes its Job and its Pod several times within
+    a second, each a sync of the pipeline, one at a time. A sync that finds another one still
+    waiting for the pipeline's lock returns at once: that one reads the cluster after this
+    event, so it covers both. A pass is never queued behind more than one other."""
+    waiting = _waiting.setdefault(asyncio.get_running_loop(), set())
+    key = (namespace, name)
+    if key in waiting:
+        return
+    waiting.add(key)
+    started = False
+    try:
+        async with pipeline_lock(namespace, name):
+            waiting.discard(key)
+            started = True
+            with metrics.reconcile_pass():
+                await _sync_locked(kube, namespace, name, None)
+    finally:
+        if not started:  # cancelled while waiting
+            waiting.discard(key)
 
 
 async def _sync(kube: KubeClient, namespace: str, name: str, acted: Acted | None) -> None:
     async with pipeline_lock(namespace, name):
-        body = await kube.get(object_path(API_VERSION, KIND, namespace, name))
-        if body is None:
-            return
-        await _sync_locked(kube, body, acted)
+        await _sync_locked(kube, namespace, name, acted)
 
 
-async def _sync_locked(kube: KubeClient, body: dict[str, Any], acted: Acted | None) -> None:
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+async def _sync_locked(kube: KubeClient, namespace: str, name: str, acted: Acted | None) -> None:
+    """Under the pipeline's lock: read the pipeline, its Jobs and Pods; act; report."""
+    body = await kube.get(object_path(API_VERSION, KIND, namespace, name))
+    if body is None:
+        return
     selector = f"{LABEL_PIPELINE}={name}"
     jobs = await kube.list(collection_path("batch/v1", "Job", namespace), selector)
     pods = await kube.list(collection_path("v1", "Pod", namespace), selector) if jobs else []
