@@ -44,12 +44,15 @@ def rss_mib() -> float:
 # ------------------------------------------------------------------ bodies as the API sends them
 
 
+def _has_type(item: Any) -> bool:
+    return isinstance(item, dict) and "type" in item
+
+
 def fields_v1(value: Any) -> Any:
     """A managedFields FieldsV1 tree of `value` (lists are atomic, conditions keyed by type)."""
     if isinstance(value, dict):
         return {f"f:{key}": fields_v1(item) for key, item in value.items()}
-    keyed = all(isinstance(item, dict) and "type" in item for item in value or [None])
-    if isinstance(value, list) and keyed:
+    if isinstance(value, list) and value and all(_has_type(item) for item in value):
         return {f'k:{{"type":"{item["type"]}"}}': {".": {}, **fields_v1(item)} for item in value}
     return {}
 
