@@ -15,6 +15,11 @@ one of them are skipped without it).
 
 Every test gets its own namespace (Pod Security "restricted" enforced), deleted afterwards; on
 failure its pods, their logs and its events are printed first.
+
+The operator modules share module-scoped fixtures (`operator`, `pipeline_namespace`,
+`watched_namespace`, `demo_api`, at the end). Their plain helpers live in
+tests/e2e/operator_support.py, which imports this module, so the fixtures import it when they
+run.
 """
 
 from __future__ import annotations
@@ -29,9 +34,14 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from duckherd_jobs.demo_source import DemoSource
+
+if TYPE_CHECKING:
+    from tests.e2e.operator_support import Operator
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_SH = REPO / "hack" / "cluster" / "cluster.sh"
@@ -355,31 +365,9 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     """A fresh namespace for one test, Pod Security "restricted" enforced; deleted afterwards."""
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     ns = f"e2e-{base}-{uuid.uuid4().hex[:6]}"
-    kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": {
-                    "name": ns,
-                    "labels": {
-                        "duckherd.io/e2e": "true",
-                        "pod-security.kubernetes.io/enforce": "restricted",
-                        "pod-security.kubernetes.io/warn": "restricted",
-                    },
-                },
-            }
-        ),
-    )
-    # Pods need the namespace's default ServiceAccount to exist before they can be created.
-    wait_until(
-        f"serviceaccount {ns}/default",
-        lambda: kubectl("get", "serviceaccount", "default", "-n", ns, check=False),
-        timeout=180,
-    )
+    from tests.e2e.operator_support import ensure_restricted_namespace
+
+    ensure_restricted_namespace(ns)
     yield ns
     rep = getattr(request.node, "_e2e_rep_call", None)
     if rep is not None and rep.failed:
@@ -391,3 +379,48 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
 def kubectl_fixture(cluster: Cluster) -> Callable[..., str]:
     """``kubectl(*args, input=None, check=True)`` against the cluster under test."""
     return kubectl
+
+
+def _module_prefix(request: pytest.FixtureRequest) -> str:
+    """`e2e-backup` for test_operator_backup.py, `e2e-gitops-status` for test_gitops_status.py."""
+    module = request.module.__name__.rpartition(".")[2]
+    return "e2e-" + re.sub(r"^test_(operator_)?", "", module).replace("_", "-")
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: Cluster) -> Iterator[Operator]:
+    """The chart installed with its defaults for the module's tests, uninstalled after them. A
+    module that needs other values defines its own `operator` with `installed_operator`."""
+    from tests.e2e.operator_support import installed_operator
+
+    with installed_operator(cluster) as installed:
+        yield installed
+
+
+@pytest.fixture(scope="module")
+def pipeline_namespace(operator: Operator, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The module's namespace for its pipelines (`e2e-<module>-<hex>`, "restricted"): set up
+    after (torn down before) the operator, which releases their finalizers."""
+    from tests.e2e.operator_support import restricted_namespace
+
+    with restricted_namespace(_module_prefix(request), empty_first=True) as name:
+        yield name
+
+
+@pytest.fixture(scope="module")
+def watched_namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The module's namespace for an operator that watches only it (`watchNamespaces`): set up
+    before (torn down after) that operator."""
+    from tests.e2e.operator_support import restricted_namespace
+
+    with restricted_namespace(_module_prefix(request)) as name:
+        yield name
+
+
+@pytest.fixture(scope="module")
+def demo_api(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[DemoSource]:
+    """The demo API serving the module's `CUSTOMERS` customers, from this process, at the
+    address where pods reach this machine (stage pods call it as an external API)."""
+    source = DemoSource(request.module.CUSTOMERS, host=cluster.need_host_ip())
+    with source:
+        yield source

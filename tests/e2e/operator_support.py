@@ -14,16 +14,19 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from duckherd_operator.builders import run_now_job_name
 from tests.e2e.conftest import Cluster, KubectlError, kubectl, kubectl_json, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,6 +84,7 @@ def ensure_restricted_namespace(name: str, labels: dict[str, str] | None = None)
         },
     }
     kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    # Pods need the namespace's default ServiceAccount to exist before they can be created.
     wait_until(
         f"serviceaccount {name}/default",
         lambda: kubectl("get", "serviceaccount", "default", "-n", name, check=False),
@@ -108,6 +112,23 @@ def drop_pipeline_finalizers(namespace: str) -> None:
 def delete_namespace(name: str) -> None:
     drop_pipeline_finalizers(name)
     kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+@contextlib.contextmanager
+def restricted_namespace(prefix: str, *, empty_first: bool = False) -> Iterator[str]:
+    """A fresh namespace `<prefix>-<hex>` (Pod Security "restricted"), deleted afterwards.
+
+    `empty_first` deletes its DataPipelines before the namespace, for a namespace that goes
+    while the operator still runs (the operator releases their finalizers); `delete_namespace`
+    drops whatever finalizer is left either way."""
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    ensure_restricted_namespace(name)
+    try:
+        yield name
+    finally:
+        if empty_first:
+            kubectl("delete", "datapipelines", "--all", "-n", name, "--timeout=120s", check=False)
+        delete_namespace(name)
 
 
 def _adopt_crd(release: str, namespace: str) -> None:
@@ -396,9 +417,30 @@ def apply_manifest(manifest: dict[str, Any], namespace: str) -> None:
     kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
 
 
+def apply_secret(namespace: str, name: str, data: dict[str, str]) -> None:
+    """A Secret holding `data` (written as stringData), e.g. what a source or target reads."""
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
+    apply_manifest(secret, namespace)
+
+
 def get_pipeline(namespace: str, name: str) -> dict[str, Any]:
     pipeline: dict[str, Any] = kubectl_json("get", "datapipeline", name, "-n", namespace)
     return pipeline
+
+
+def patch_spec(namespace: str, name: str, spec: dict[str, Any]) -> None:
+    """Merges `spec` into the pipeline's spec (`kubectl patch --type=merge`)."""
+    body = json.dumps({"spec": spec})
+    kubectl("patch", "datapipeline", name, "-n", namespace, "--type=merge", "-p", body)
+
+
+def run_now(namespace: str, name: str) -> str:
+    """Starts a run with the duckherd.io/run-now annotation; returns the run's id (the name of
+    the ingest Job the operator creates for it)."""
+    value = uuid.uuid4().hex
+    annotation = f"duckherd.io/run-now={value}"
+    kubectl("annotate", "datapipeline", name, "-n", namespace, annotation, "--overwrite")
+    return run_now_job_name(name, value)
 
 
 def condition(pipeline: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -517,3 +559,18 @@ def exists(kind: str, name: str, namespace: str) -> bool:
     except KubectlError:
         return False
     return bool(out.strip())
+
+
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler], host: str) -> Iterator[str]:
+    """`handler` served from a background thread on `host` (where pods reach this machine);
+    yields the server's `http://host:port`."""
+    server = ThreadingHTTPServer((host, 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -6,8 +6,6 @@ Events, the annotation consumed, the chain going on from the restored cursors.)"
 
 from __future__ import annotations
 
-import hashlib
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,13 +17,11 @@ from tests.e2e.operator_support import (
     RUN_TIMEOUT,
     Operator,
     apply_manifest,
-    delete_namespace,
-    ensure_restricted_namespace,
     events_for,
     exists,
     get_pipeline,
-    installed_operator,
     query_warehouse,
+    run_now,
     wait_run_finished,
 )
 from tests.jobs.backup_support import AS_OF, SELECT, customer, moved_on
@@ -40,24 +36,9 @@ FIRST = [customer(number, day=1) for number in range(1, 201)]
 
 
 @pytest.fixture(scope="module")
-def operator(cluster: Cluster) -> Iterator[Operator]:
-    with installed_operator(cluster) as installed:
-        yield installed
-
-
-@pytest.fixture(scope="module")
 def api(cluster: Cluster) -> Iterator[FakeApi]:
     with FakeApi(FIRST, host=cluster.need_host_ip()) as served:
         yield served
-
-
-@pytest.fixture(scope="module")
-def namespace(operator: Operator) -> Iterator[str]:
-    name = f"e2e-backup-{uuid.uuid4().hex[:6]}"
-    ensure_restricted_namespace(name)
-    yield name
-    kubectl("delete", "datapipelines", "--all", "-n", name, "--timeout=120s", check=False)
-    delete_namespace(name)
 
 
 def shop(url: str) -> dict[str, Any]:
@@ -69,28 +50,22 @@ def shop(url: str) -> dict[str, Any]:
     )
 
 
-def run_now(namespace: str) -> str:
-    value = uuid.uuid4().hex
-    kubectl("annotate", "dp", NAME, "-n", namespace, f"duckherd.io/run-now={value}", "--overwrite")
-    return f"{NAME}-ingest-m{hashlib.sha256(value.encode()).hexdigest()[:8]}"
-
-
 def status(namespace: str) -> dict[str, Any]:
     found: dict[str, Any] = get_pipeline(namespace, NAME).get("status") or {}
     return found
 
 
 def test_backup_delete_the_volume_restore_by_annotation_and_run_on(
-    operator: Operator, api: FakeApi, namespace: str
+    operator: Operator, api: FakeApi, pipeline_namespace: str
 ) -> None:
-    ns = namespace
+    ns = pipeline_namespace
     apply_manifest(shop(api.url), ns)
     wait_until(
         "the backup CronJob and volume",
         lambda: exists("cronjob", f"{NAME}-backup", ns) and exists("pvc", f"{NAME}-backups", ns),
         timeout=REACTION_TIMEOUT,
     )
-    first = wait_run_finished(ns, NAME, run_now(ns))
+    first = wait_run_finished(ns, NAME, run_now(ns, NAME))
     assert first["status"]["lastRun"]["result"] == "Succeeded", first["status"]["lastRun"]
 
     kubectl("create", "job", "--from", f"cronjob/{NAME}-backup", f"{NAME}-backup-now", "-n", ns)
@@ -141,7 +116,7 @@ def test_backup_delete_the_volume_restore_by_annotation_and_run_on(
     reasons = [event["reason"] for event in events_for(ns, NAME)]
     assert {"BackupSucceeded", "RestoreStarted", "RestoreSucceeded"} <= set(reasons)
 
-    second = wait_run_finished(ns, NAME, run_now(ns))
+    second = wait_run_finished(ns, NAME, run_now(ns, NAME))
     last = second["status"]["lastRun"]
     assert last["result"] == "Succeeded", last
     ingest = next(stage for stage in last["stages"] if stage["stage"] == "ingest")

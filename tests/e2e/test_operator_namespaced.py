@@ -7,7 +7,6 @@ elsewhere.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -17,8 +16,6 @@ from tests.e2e.operator_support import (
     Operator,
     apply_manifest,
     can_i,
-    delete_namespace,
-    ensure_restricted_namespace,
     exists,
     get_pipeline,
     installed_operator,
@@ -31,55 +28,49 @@ Kubectl = Callable[..., str]
 
 
 @pytest.fixture(scope="module")
-def watched(cluster: Cluster) -> Iterator[str]:
-    name = f"e2e-watched-{uuid.uuid4().hex[:6]}"
-    ensure_restricted_namespace(name)
-    yield name
-    delete_namespace(name)
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Cluster, watched: str) -> Iterator[Operator]:
-    with installed_operator(cluster, values=(f"watchNamespaces={{{watched}}}",)) as installed:
+def operator(cluster: Cluster, watched_namespace: str) -> Iterator[Operator]:
+    values = (f"watchNamespaces={{{watched_namespace}}}",)
+    with installed_operator(cluster, values=values) as installed:
         yield installed
 
 
 def test_operator_is_started_for_the_watched_namespace_only(
-    operator: Operator, watched: str
+    operator: Operator, watched_namespace: str
 ) -> None:
     deployment = kubectl_json("get", "deployment", operator.fullname, "-n", operator.namespace)
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert f"--namespace={watched}" in args
-    assert exists("role", operator.fullname, watched)
+    assert f"--namespace={watched_namespace}" in args
+    assert exists("role", operator.fullname, watched_namespace)
     assert not exists("clusterrole", operator.fullname, "default")
     assert exists("clusterrole", f"{operator.fullname}-discovery", "default")
 
 
 def test_roles_suffice_for_the_operator_in_the_watched_namespace(
-    operator: Operator, watched: str, kubectl: Kubectl
+    operator: Operator, watched_namespace: str, kubectl: Kubectl
 ) -> None:
+    ns = watched_namespace
     manifest = load_example("http://127.0.0.1:9")
-    apply_manifest(manifest, watched)
+    apply_manifest(manifest, ns)
     name = manifest["metadata"]["name"]
     wait_until(
         "children and status written by the namespaced operator",
         lambda: (
-            exists("cronjob", f"{name}-ingest", watched)
-            and exists("configmap", f"{name}-spec", watched)
-            and get_pipeline(watched, name).get("status", {}).get("observedGeneration") == 1
+            exists("cronjob", f"{name}-ingest", ns)
+            and exists("configmap", f"{name}-spec", ns)
+            and get_pipeline(ns, name).get("status", {}).get("observedGeneration") == 1
         ),
         timeout=120,
     )
     assert "forbidden" not in operator.logs().lower(), "the Roles lack a grant"
     # Deleted while the operator runs (it holds Kopf's finalizer on the pipeline).
-    kubectl("delete", "datapipeline", name, "-n", watched, "--timeout=120s")
+    kubectl("delete", "datapipeline", name, "-n", ns, "--timeout=120s")
 
 
 def test_operator_has_no_rights_outside_the_watched_namespace(
-    operator: Operator, watched: str, namespace: str, kubectl: Kubectl
+    operator: Operator, watched_namespace: str, namespace: str, kubectl: Kubectl
 ) -> None:
     sa = operator.service_account
-    assert can_i(sa, "list", "datapipelines.duckherd.io", watched)
+    assert can_i(sa, "list", "datapipelines.duckherd.io", watched_namespace)
     for verb, resource in [
         ("list", "datapipelines.duckherd.io"),
         ("create", "cronjobs.batch"),
@@ -89,5 +80,5 @@ def test_operator_has_no_rights_outside_the_watched_namespace(
         assert not can_i(sa, verb, resource, namespace), f"{verb} {resource}"
     assert can_i(sa, "watch", "namespaces", "default"), "Kopf observes the watched namespaces"
     assert not can_i(sa, "get", "namespaces", "default")
-    assert not can_i(sa, "get", "secrets", watched)
+    assert not can_i(sa, "get", "secrets", watched_namespace)
     assert can_i(sa, "watch", "customresourcedefinitions.apiextensions.k8s.io", "default")

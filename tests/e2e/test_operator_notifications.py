@@ -13,7 +13,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -24,19 +24,20 @@ from tests.e2e.operator_support import (
     REACTION_TIMEOUT,
     Operator,
     apply_manifest,
+    apply_secret,
     can_i,
-    delete_namespace,
-    ensure_restricted_namespace,
     events_for,
     get_pipeline,
     installed_operator,
     load_example,
+    serving,
     wait_run_finished,
 )
 
 pytestmark = pytest.mark.e2e
 
 NAME = "notified"
+CUSTOMERS = 50  # served by the demo API (the conftest's demo_api)
 SECRET = "e2e-webhook"
 TOKEN = uuid.uuid4().hex  # the URL's secret part, as in a Slack webhook's path
 # After the restarted operator has looked at the pipeline, how long nothing may arrive. A
@@ -72,37 +73,15 @@ class _Receiver(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def receiver(cluster: Cluster) -> Iterator[tuple[str, type[_Receiver]]]:
     handler = type("Receiver", (_Receiver,), {"received": [], "lock": threading.Lock()})
-    server = ThreadingHTTPServer((cluster.need_host_ip(), 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{cluster.need_host_ip()}:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serving(handler, cluster.need_host_ip()) as url:
+        yield url, handler
 
 
 @pytest.fixture(scope="module")
-def demo_api(cluster: Cluster) -> Iterator[DemoSource]:
-    source = DemoSource(50, host=cluster.need_host_ip())
-    with source:
-        yield source
-
-
-@pytest.fixture(scope="module")
-def pipeline_namespace(cluster: Cluster) -> Iterator[str]:
-    name = f"e2e-notify-{uuid.uuid4().hex[:6]}"
-    ensure_restricted_namespace(name)
-    yield name
-    delete_namespace(name)
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Cluster, pipeline_namespace: str) -> Iterator[Operator]:
+def operator(cluster: Cluster, watched_namespace: str) -> Iterator[Operator]:
     """Watching only the test's namespace: its start-up log then speaks of our pipeline."""
     values = (
-        f"watchNamespaces={{{pipeline_namespace}}}",
+        f"watchNamespaces={{{watched_namespace}}}",
         f"notifications.webhook.secretName={SECRET}",
         "notifications.webhook.format=json",
     )
@@ -154,25 +133,17 @@ def test_one_message_per_transition_and_none_after_a_restart(
     operator: Operator,
     receiver: tuple[str, type[_Receiver]],
     demo_api: DemoSource,
-    pipeline_namespace: str,
+    watched_namespace: str,
 ) -> None:
     base, handler = receiver
-    ns = pipeline_namespace
+    ns = watched_namespace
     # The operator may read this one Secret, by name, and no other; it may list none.
     account = operator.service_account
     assert can_i(account, "get", f"secret/{SECRET}", operator.namespace)
     assert not can_i(account, "get", "secret/another", operator.namespace)
     assert not can_i(account, "list", "secrets", operator.namespace)
     assert not can_i(account, "watch", "secrets", operator.namespace)
-    kubectl(
-        "create",
-        "secret",
-        "generic",
-        SECRET,
-        "-n",
-        operator.namespace,
-        f"--from-literal=url={base}/hooks/{TOKEN}",
-    )
+    apply_secret(operator.namespace, SECRET, {"url": f"{base}/hooks/{TOKEN}"})
 
     # A run whose source answers 500: one Failing message.
     apply_manifest(_pipeline(base), ns)

@@ -10,16 +10,14 @@ Wall-clock measurements are printed (`[e2e timing]`), never asserted.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,7 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from duckherd_jobs.demo_source import DemoSource
-from tests import tools
+from tests import pipelines, tools
 from tests.e2e.conftest import Cluster, kubectl, kubectl_json, wait_until
 from tests.e2e.operator_support import (
     REACTION_TIMEOUT,
@@ -36,17 +34,18 @@ from tests.e2e.operator_support import (
     Operator,
     Stopwatch,
     apply_manifest,
+    apply_secret,
     condition,
-    delete_namespace,
-    ensure_restricted_namespace,
     events_for,
     exists,
     get_pipeline,
-    installed_operator,
     job_finished,
     jobs_of_run,
     load_example,
+    patch_spec,
     query_warehouse,
+    run_now,
+    serving,
     stage_jobs,
     wait_run_finished,
 )
@@ -62,29 +61,6 @@ SPEC_FILE = "pipeline.yaml"
 # dbt tests of the example project (dbt/models/*.yml): unique and not_null on the four models
 # (two staging, two marts), and not_null on the two source tables.
 DBT_TESTS = 10
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Cluster) -> Iterator[Operator]:
-    with installed_operator(cluster) as installed:
-        yield installed
-
-
-@pytest.fixture(scope="module")
-def demo_api(cluster: Cluster) -> Iterator[DemoSource]:
-    source = DemoSource(CUSTOMERS, host=cluster.need_host_ip())
-    with source:
-        yield source
-
-
-@pytest.fixture(scope="module")
-def pipeline_namespace(operator: Operator) -> Iterator[str]:
-    """Set up after (torn down before) the operator, which releases its finalizers."""
-    name = f"e2e-pipeline-{uuid.uuid4().hex[:6]}"
-    ensure_restricted_namespace(name)
-    yield name
-    kubectl("delete", "datapipelines", "--all", "-n", name, "--timeout=120s", check=False)
-    delete_namespace(name)
 
 
 @pytest.fixture(scope="module")
@@ -113,25 +89,6 @@ def example(
     )
     stopwatch.record("apply -> children created (s)", stopwatch.now() - start)
     return manifest
-
-
-def run_now_job(value: str) -> str:
-    # Mirrors duckherd_operator.builders.run_now_job_name: the ingest Job a run-now starts.
-    return f"{NAME}-ingest-m{hashlib.sha256(value.encode()).hexdigest()[:8]}"
-
-
-def annotate_run_now(namespace: str) -> str:
-    value = uuid.uuid4().hex
-    kubectl(
-        "annotate",
-        "datapipeline",
-        NAME,
-        "-n",
-        namespace,
-        f"duckherd.io/run-now={value}",
-        "--overwrite",
-    )
-    return run_now_job(value)
 
 
 def follow_run(namespace: str, run_id: str, stopwatch: Stopwatch) -> dict[str, Any]:
@@ -201,7 +158,7 @@ def test_run_by_annotation_chains_stages_and_reports_status(
 ) -> None:
     ns = pipeline_namespace
     start = stopwatch.now()
-    run_id = annotate_run_now(ns)
+    run_id = run_now(ns, NAME)
     pipeline = follow_run(ns, run_id, stopwatch)
     ready = kubectl(
         "wait", "--for=condition=DataReady", f"datapipeline/{NAME}", "-n", ns, "--timeout=120s"
@@ -368,8 +325,7 @@ def test_spec_edit_updates_children_and_observed_generation(
     example: dict[str, Any], pipeline_namespace: str
 ) -> None:
     ns = pipeline_namespace
-    patch = {"spec": {"schedule": "15 5 * * *", "transform": {"dbt": {"threads": 3}}}}
-    kubectl("patch", "datapipeline", NAME, "-n", ns, "--type=merge", "-p", json.dumps(patch))
+    patch_spec(ns, NAME, {"schedule": "15 5 * * *", "transform": {"dbt": {"threads": 3}}})
     generation = get_pipeline(ns, NAME)["metadata"]["generation"]
     wait_until(
         "the ingest CronJob's new schedule",
@@ -428,15 +384,8 @@ def half_broken_api(demo_api: DemoSource, cluster: Cluster) -> Iterator[str]:
         record["updated_at"] = now
     page["total"] = total
     handler = type("Handler", (_HalfBrokenApi,), {"first_page": json.dumps(page).encode()})
-    server = ThreadingHTTPServer((cluster.need_host_ip(), 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{cluster.need_host_ip()}:{server.server_address[1]}/customers"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serving(handler, cluster.need_host_ip()) as url:
+        yield f"{url}/customers"
 
 
 WAREHOUSE_PROBE = (
@@ -457,17 +406,8 @@ def test_failing_source_reports_and_leaves_the_warehouse_unchanged(
     assert before[0][:2] == [CUSTOMERS, 0]
     source = example["spec"]["sources"][0]
     broken = {**source, "http": {**source["http"], "url": half_broken_api, "maxRetries": 0}}
-    kubectl(
-        "patch",
-        "datapipeline",
-        NAME,
-        "-n",
-        ns,
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"sources": [broken]}}),
-    )
-    run_id = annotate_run_now(ns)
+    patch_spec(ns, NAME, {"sources": [broken]})
+    run_id = run_now(ns, NAME)
     pipeline = wait_run_finished(ns, NAME, run_id)
 
     assert pipeline["status"]["lastRun"]["result"] == "Failed"
@@ -494,16 +434,7 @@ def test_failing_source_reports_and_leaves_the_warehouse_unchanged(
 
 def test_suspend_stops_new_runs(example: dict[str, Any], pipeline_namespace: str) -> None:
     ns = pipeline_namespace
-    kubectl(
-        "patch",
-        "datapipeline",
-        NAME,
-        "-n",
-        ns,
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"suspend": True}}),
-    )
+    patch_spec(ns, NAME, {"suspend": True})
     wait_until(
         "the ingest CronJob suspended",
         lambda: kubectl_json("get", "cronjob", f"{NAME}-ingest", "-n", ns)["spec"]["suspend"],
@@ -532,31 +463,16 @@ def test_postgres_source_reads_a_real_postgresql_through_a_secret(
             f"create table public.{table} as select g as order_id, g * 1.5 as amount "
             "from generate_series(1, 2500) as g"
         )
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "orders-db"},
-        "stringData": {"dsn": postgres.dsn(host=cluster.need_host_ip())},
-    }
-    pipeline = {
-        "apiVersion": "duckherd.io/v1alpha1",
-        "kind": "DataPipeline",
-        "metadata": {"name": "orders"},
-        "spec": {
-            "schedule": "0 3 * * *",
-            "sources": [
-                {
-                    "name": "orders",
-                    "writeDisposition": "replace",
-                    "postgres": {
-                        "dsnSecretRef": {"name": "orders-db", "key": "dsn"},
-                        "table": f"public.{table}",
-                    },
-                }
-            ],
+    orders = {
+        "name": "orders",
+        "writeDisposition": "replace",
+        "postgres": {
+            "dsnSecretRef": {"name": "orders-db", "key": "dsn"},
+            "table": f"public.{table}",
         },
     }
-    apply_manifest(secret, ns)
+    pipeline = pipelines.manifest("orders", schedule="0 3 * * *", sources=[orders])
+    apply_secret(ns, "orders-db", {"dsn": postgres.dsn(host=cluster.need_host_ip())})
     apply_manifest(pipeline, ns)
     wait_until("the orders CronJob", lambda: exists("cronjob", "orders-ingest", ns), timeout=120)
     kubectl("create", "job", "--from=cronjob/orders-ingest", "orders-first", "-n", ns)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,19 +25,18 @@ import redis as redis_client
 import yaml
 
 from duckherd_jobs.demo_source import DemoSource
-from duckherd_operator.builders import run_now_job_name
 from tests.chart import need_helm, one, render
-from tests.e2e.conftest import Cluster, kubectl, kubectl_json, wait_until
+from tests.e2e.conftest import Cluster, kubectl_json, wait_until
 from tests.e2e.operator_support import (
     REACTION_TIMEOUT,
     Operator,
     apply_manifest,
+    apply_secret,
     condition,
-    delete_namespace,
-    ensure_restricted_namespace,
     events_for,
     installed_operator,
     load_example,
+    run_now,
     wait_run_finished,
 )
 from tests.monitoring.grafana import (
@@ -63,15 +61,6 @@ SCRAPE_SECONDS = 2
 def operator(cluster: Cluster) -> Iterator[Operator]:
     with installed_operator(cluster, release="duckherd-publish") as installed:
         yield installed
-
-
-@pytest.fixture(scope="module")
-def namespace(operator: Operator) -> Iterator[str]:
-    name = f"e2e-publish-{uuid.uuid4().hex[:6]}"
-    ensure_restricted_namespace(name)
-    yield name
-    kubectl("delete", "datapipelines", "--all", "-n", name, "--timeout=120s", check=False)
-    delete_namespace(name)
 
 
 @dataclass(frozen=True)
@@ -109,39 +98,18 @@ def prometheus(operator: Operator, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="module")
 def example(
     cluster: Cluster,
-    namespace: str,
+    pipeline_namespace: str,
     postgres: PostgresServer,
     redis: RedisServer,
     prometheus: Scraping,
-) -> Iterator[dict[str, Any]]:
+    demo_api: DemoSource,
+) -> dict[str, Any]:
     host = cluster.need_host_ip()
-    secrets = {
-        "duckherd-cache": {"url": redis.url(host=host, db=3)},
-        "duckherd-appdb": {"dsn": postgres.dsn(host=host)},
-    }
-    for name, data in secrets.items():
-        apply_manifest(
-            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data},
-            namespace,
-        )
-    with DemoSource(CUSTOMERS, host=host) as api:
-        manifest = load_example(api, publish=True)
-        apply_manifest(manifest, namespace)
-        yield manifest
-
-
-def run_now(namespace: str) -> str:
-    value = f"{time.time_ns()}"
-    kubectl(
-        "annotate",
-        "datapipeline",
-        NAME,
-        "-n",
-        namespace,
-        f"duckherd.io/run-now={value}",
-        "--overwrite",
-    )
-    return run_now_job_name(NAME, value)
+    apply_secret(pipeline_namespace, "duckherd-cache", {"url": redis.url(host=host, db=3)})
+    apply_secret(pipeline_namespace, "duckherd-appdb", {"dsn": postgres.dsn(host=host)})
+    manifest = load_example(demo_api.url, publish=True)
+    apply_manifest(manifest, pipeline_namespace)
+    return manifest
 
 
 def _redis_meta(server: RedisServer) -> dict[str, Any]:
@@ -161,10 +129,10 @@ def _postgres_rows(server: PostgresServer) -> int:
 
 
 def test_a_run_publishes_the_mart_to_both_targets(
-    example: dict[str, Any], namespace: str, postgres: PostgresServer, redis: RedisServer
+    example: dict[str, Any], pipeline_namespace: str, postgres: PostgresServer, redis: RedisServer
 ) -> None:
-    run_id = run_now(namespace)
-    pipeline = wait_run_finished(namespace, NAME, run_id)
+    run_id = run_now(pipeline_namespace, NAME)
+    pipeline = wait_run_finished(pipeline_namespace, NAME, run_id)
     status = pipeline["status"]
     assert status["lastRun"]["result"] == "Succeeded", status["lastRun"]
     assert [s["stage"] for s in status["lastRun"]["stages"]] == [
@@ -193,10 +161,20 @@ def firing(scraping: Scraping, namespace: str) -> set[str]:
     }
 
 
+def wait_firing(scraping: Scraping, namespace: str, expected: set[str]) -> set[str]:
+    """Waits until `expected` are among the alerts firing (`firing`); returns all that fire."""
+    alerts: set[str] = wait_until(
+        f"{', '.join(sorted(expected))} to fire",
+        lambda: (found := firing(scraping, namespace)) >= expected and found,
+        timeout=REACTION_TIMEOUT,
+    )
+    return alerts
+
+
 def test_a_failed_run_keeps_the_published_version(
     cluster: Cluster,
     example: dict[str, Any],
-    namespace: str,
+    pipeline_namespace: str,
     redis: RedisServer,
     prometheus: Scraping,
 ) -> None:
@@ -204,21 +182,17 @@ def test_a_failed_run_keeps_the_published_version(
     manifest = json.loads(json.dumps(example))
     source = manifest["spec"]["sources"][0]["http"]
     source.update(url=f"http://{cluster.need_host_ip()}:9/customers", maxRetries=0)
-    apply_manifest(manifest, namespace)
-    pipeline = wait_run_finished(namespace, NAME, run_now(namespace))
+    apply_manifest(manifest, pipeline_namespace)
+    pipeline = wait_run_finished(pipeline_namespace, NAME, run_now(pipeline_namespace, NAME))
     assert pipeline["status"]["lastRun"]["result"] == "Failed"
     assert (condition(pipeline, "DataReady") or {}).get("reason") == "RunFailed"
     assert _redis_meta(redis)["runId"] == before["runId"]
-    alerts = wait_until(
-        "DuckherdPipelineRunFailed to fire",
-        lambda: (found := firing(prometheus, namespace)) >= {"DuckherdPipelineRunFailed"} and found,
-        timeout=REACTION_TIMEOUT,
-    )
+    alerts = wait_firing(prometheus, pipeline_namespace, {"DuckherdPipelineRunFailed"})
     print(f"[alerts] after a failed run: {sorted(alerts)}")
 
 
 def test_failed_checks_block_publishing_and_keep_the_published_version(
-    example: dict[str, Any], namespace: str, postgres: PostgresServer, redis: RedisServer
+    example: dict[str, Any], pipeline_namespace: str, postgres: PostgresServer, redis: RedisServer
 ) -> None:
     before = _redis_meta(redis)
     impossible = {
@@ -229,9 +203,9 @@ def test_failed_checks_block_publishing_and_keep_the_published_version(
     }
     manifest = json.loads(json.dumps(example))
     manifest["spec"]["quality"]["checks"].append(impossible)
-    apply_manifest(manifest, namespace)
-    run_id = run_now(namespace)
-    pipeline = wait_run_finished(namespace, NAME, run_id)
+    apply_manifest(manifest, pipeline_namespace)
+    run_id = run_now(pipeline_namespace, NAME)
+    pipeline = wait_run_finished(pipeline_namespace, NAME, run_id)
     stages = {s["stage"]: s for s in pipeline["status"]["lastRun"]["stages"]}
     assert stages["check"]["result"] == "Failed"
     assert stages["publish"]["result"] == "Blocked"
@@ -239,7 +213,7 @@ def test_failed_checks_block_publishing_and_keep_the_published_version(
     published = condition(pipeline, "Published") or {}
     assert (published.get("status"), published.get("reason")) == ("False", "PublishBlocked")
     assert (condition(pipeline, "ChecksPassed") or {}).get("reason") == "ChecksFailed"
-    warnings = [e for e in events_for(namespace, NAME) if e["type"] == "Warning"]
+    warnings = [e for e in events_for(pipeline_namespace, NAME) if e["type"] == "Warning"]
     assert any(e["reason"] == "PublishBlocked" for e in warnings), warnings
     assert _redis_meta(redis)["runId"] == before["runId"]
     assert _postgres_rows(postgres) == CUSTOMERS
@@ -259,11 +233,11 @@ QUIET_ALERTS = {
 
 
 @pytest.fixture(scope="module")
-def settled(prometheus: Scraping, namespace: str) -> Window:
+def settled(prometheus: Scraping, pipeline_namespace: str) -> Window:
     """The dashboard's time range: from Prometheus' start to once it has scraped the blocked
     publish a few times (so the last points of a graph see the last run)."""
     blocked = (
-        f'duckherd_pipeline_condition{{namespace="{namespace}", pipeline="{NAME}", '
+        f'duckherd_pipeline_condition{{namespace="{pipeline_namespace}", pipeline="{NAME}", '
         'type="Published", reason="PublishBlocked"}'
     )
     server = prometheus.server
@@ -278,13 +252,13 @@ def settled(prometheus: Scraping, namespace: str) -> Window:
 
 
 def test_every_dashboard_panel_returns_data(
-    prometheus: Scraping, namespace: str, settled: Window
+    prometheus: Scraping, pipeline_namespace: str, settled: Window
 ) -> None:
     """After a success, a failed run and a blocked publish, every panel of the chart's
     dashboard returns data for this pipeline, queried as Grafana would."""
     server = prometheus.server
     dashboard = load_dashboard()
-    values = {"namespace": namespace, "pipeline": NAME}
+    values = {"namespace": pipeline_namespace, "pipeline": NAME}
     for name, wanted in values.items():
         options = variable_values(server, variable(dashboard, name)["query"], values, settled)
         print(f"[dashboard] variable {name}: {options}")
@@ -297,10 +271,10 @@ def test_every_dashboard_panel_returns_data(
 
 
 def test_the_run_panels_count_every_run(
-    prometheus: Scraping, namespace: str, settled: Window
+    prometheus: Scraping, pipeline_namespace: str, settled: Window
 ) -> None:
     server = prometheus.server
-    mine = f'namespace="{namespace}", pipeline="{NAME}"'
+    mine = f'namespace="{pipeline_namespace}", pipeline="{NAME}"'
     window = f"{settled.end - settled.start:.0f}s"
     counted = server.query(
         f"increase(duckherd_pipeline_runs_total{{{mine}}}[{window}]) > 0", at=settled.end
@@ -313,27 +287,10 @@ def test_the_run_panels_count_every_run(
     assert 0 < float(rate["value"][1]) < 1
 
 
-# DuckherdWarehouseVolumeFilling is not among them: the test cluster's volumes are host paths,
-# so it reports this machine's disk, whatever it holds.
-QUIET_ALERTS = {
-    "DuckherdPipelineRunFailed",
-    "DuckherdPipelineDataStale",
-    "DuckherdPipelineDataAging",
-    "DuckherdPipelineMissedRun",
-    "DuckherdOperatorDown",
-    "DuckherdOperatorNotReconciling",
-    "DuckherdOperatorReconcileErrors",
-}
-
-
 def test_the_alerts_of_the_pipeline_s_state_fire_and_no_other(
-    prometheus: Scraping, namespace: str, settled: Window
+    prometheus: Scraping, pipeline_namespace: str, settled: Window
 ) -> None:
     expected = {"DuckherdPipelineChecksFailed", "DuckherdPipelinePublishBlocked"}
-    alerts = wait_until(
-        "the checks and publish alerts to fire",
-        lambda: (found := firing(prometheus, namespace)) >= expected and found,
-        timeout=REACTION_TIMEOUT,
-    )
+    alerts = wait_firing(prometheus, pipeline_namespace, expected)
     print(f"[alerts] firing: {sorted(alerts)}")
     assert not alerts & QUIET_ALERTS, alerts
