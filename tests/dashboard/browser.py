@@ -28,6 +28,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE_SECONDS = 180.0
+RECONNECT_AFTER_SECONDS = 90.0
 T = TypeVar("T")
 
 
@@ -133,14 +134,39 @@ class DashboardPage:
             found = waiting.until(lambda _: condition())
         except TimeoutException:
             raise AssertionError(
-                f"after {DEADLINE_SECONDS}s the page still does not show {what}; it shows:\n"
+                f"after {DEADLINE_SECONDS}s the page still does not show {what} "
+                f"(Streamlit: {self.app_state()}); it shows:\n"
                 + self.driver.find_element(By.TAG_NAME, "body").text
             ) from None
         assert found is not None  # `until` returns only a truthy result
         return found
 
+    def app_state(self) -> str:
+        """Streamlit's own connection and script state, from the attributes of its app root."""
+        roots = self.driver.find_elements(By.CSS_SELECTOR, "[data-testid='stApp']")
+        if not roots:
+            return "no app root"
+        connection = roots[0].get_attribute("data-test-connection-state")
+        script = roots[0].get_attribute("data-test-script-state")
+        return f"connection {connection}, script {script}"
+
+    def connected(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            with contextlib.suppress(StaleElementReferenceException):
+                if self.app_state().startswith("connection CONNECTED"):
+                    return True
+            time.sleep(0.5)
+        return False
+
     def open(self, url: str) -> None:
+        """Load the page. Once, on a loaded machine, the page's websocket never connected and
+        the page stayed blank for minutes; a person reloads then, and so does this (printed)."""
         self.driver.get(url)
+        if not self.connected(RECONNECT_AFTER_SECONDS):
+            state = self.app_state()
+            print(f"the page did not connect in {RECONNECT_AFTER_SECONDS}s ({state}): reload")
+            self.driver.refresh()
 
     def metrics(self, container: str) -> dict[str, str]:
         shown: dict[str, str] = {}
