@@ -65,9 +65,14 @@ bench: setup
 
 # The whole fault matrix (docs/faults.md): every kill point, full volumes, restarted targets;
 # writes the fault table to artifacts/faults-table.md. About 20 minutes on 2 idle cores.
+# Then the same faults on the local cluster (tests/e2e/test_operator_faults.py): stage pods
+# killed on the node, the API server stopped, a full volume, and the WHOLE cluster stopped and
+# started (`cluster.sh down` / `up`, left up): nothing else may use the cluster meanwhile.
 bench-faults: setup
 	DUCKHERD_FAULT_MATRIX=1 DUCKHERD_FAULT_TABLE=artifacts/faults-table.md pytest tests/jobs/test_faults.py -q
 	cat artifacts/faults-table.md
+	DUCKHERD_FAULT_MATRIX=1 DUCKHERD_CLUSTER_FAULT_TABLE=artifacts/cluster-faults-table.md pytest tests/e2e/test_operator_faults.py -q
+	cat artifacts/cluster-faults-table.md
 
 # For people with Docker: a kind cluster with the image loaded (kind cannot run on the CI
 # machine, which has no Docker engine; see hack/kind-up.sh).

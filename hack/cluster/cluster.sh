@@ -7,7 +7,7 @@
 #   (cmd/duckherd-provisioner) behind the default StorageClass; images made with
 #   debootstrap + buildah and imported into containerd.
 #
-# Usage: hack/cluster/cluster.sh up | down | status | env | images | purge
+# Usage: hack/cluster/cluster.sh up | down | status | env | images | purge | stop|start|restart C
 #   up      install deps, build/cache binaries, start everything, wait for a Ready node. Idempotent.
 #   down    stop every process it started (by PID), remove its mounts, bridge, iptables rules.
 #           The state directory stays (etcd data, images): the next `up` is like a node reboot.
@@ -15,6 +15,9 @@
 #   status  one line per component.
 #   env     prints `export KUBECONFIG=... PATH=... DUCKHERD_HOST_IP=... DUCKHERD_TEST_IMAGE=...`
 #   images  (re)build the images and import them into the running containerd.
+#   stop|start|restart COMPONENT  one component of a running cluster (e.g. kube-apiserver), for
+#           fault tests: `stop` ends it as `down` would (SIGTERM, then SIGKILL after 10 s), `start`
+#           starts it as `up` does and waits until it serves.
 #
 # Layout: state under $DUCKHERD_CLUSTER_STATE (/var/lib/duckherd-cluster): pki/, *.kubeconfig,
 # logs/<component>.log, pids/<component>.pid, etcd/, containerd/, kubelet/, cni/, volumes/.
@@ -829,6 +832,35 @@ cmd_purge() {
   rm -rf "$STATE"
 }
 
+# The start function of each component (what `up` runs for it).
+start_component() {
+  case $1 in
+    containerd) start_containerd ;;
+    etcd) start_etcd ;;
+    kube-apiserver) start_apiserver ;;
+    kube-controller-manager) start_controller_manager ;;
+    kube-scheduler) start_scheduler ;;
+    kubelet) start_kubelet ;;
+    kube-proxy) start_kube_proxy ;;
+    duckherd-provisioner) start_provisioner ;;
+    duckherd-dns) start_dns ;;
+    *) die "no component $1 (one of: ${COMPONENTS[*]})" ;;
+  esac
+}
+
+# stop|start|restart COMPONENT: one component of a cluster that is up otherwise.
+cmd_component() {
+  local action=$1 name=${2:-}
+  [ -n "$name" ] || die "usage: $0 $action COMPONENT (one of: ${COMPONENTS[*]})"
+  [[ " ${COMPONENTS[*]} " == *" $name "* ]] || die "no component $name (one of: ${COMPONENTS[*]})"
+  [ -f "$ADMIN_KUBECONFIG" ] || die "the cluster was never up (hack/cluster/cluster.sh up)"
+  case $action in
+    stop) alive "$name" || log "$name is not running"; stop "$name" ;;
+    start) start_component "$name" ;;
+    restart) stop "$name"; start_component "$name" ;;
+  esac
+}
+
 cmd_status() {
   local c rc=0
   for c in "${COMPONENTS[@]}"; do
@@ -862,11 +894,11 @@ lock() {
 }
 
 case ${1:-} in
-  up | down | purge | images | build-images)
+  up | down | purge | images | build-images | stop | start | restart)
     need_root
     lock
     # Who changed the cluster when: several sessions may share this machine.
-    echo "$(date -u +%FT%TZ) $1 pid=$$ by: $(tr '\0' ' ' </proc/$PPID/cmdline 2>/dev/null | cut -c1-200)" \
+    echo "$(date -u +%FT%TZ) $* pid=$$ by: $(tr '\0' ' ' </proc/$PPID/cmdline 2>/dev/null | cut -c1-200)" \
       >>"$CACHE/commands.log"
     ;;
 esac
@@ -878,5 +910,6 @@ case ${1:-} in
   env) cmd_env ;;
   images) cmd_images ;;
   build-images) need_root; install_deps; build_images ;;
-  *) echo "usage: $0 up|down|status|env|images|build-images|purge" >&2; exit 2 ;;
+  stop | start | restart) cmd_component "$1" "${2:-}" ;;
+  *) echo "usage: $0 up|down|status|env|images|build-images|purge|stop|start|restart COMPONENT" >&2; exit 2 ;;
 esac

@@ -23,13 +23,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import psycopg2
+import pytest
 import redis as redis_client
 import yaml
 
@@ -506,3 +508,36 @@ def _one(row: tuple[Any, ...] | None) -> Any:
 
 def copy_warehouse(source: Path, target: Path) -> None:
     shutil.copyfile(source, target)
+
+
+# ---------------------------------------------------------------------- a full volume
+
+
+@contextmanager
+def small_volume(mountpoint: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size`: a volume that really fills up. Needs root (CI runs as root)."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("mounting a small volume needs root")
+        pytest.skip("mounting a small volume needs root")
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)]
+    subprocess.run(mount, check=True)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def fill(volume: Path) -> Path:
+    """Fill the volume to the last byte; returns the filler (delete it to 'grow' the volume)."""
+    filler = volume / "filler"
+    with filler.open("wb", buffering=0) as file:
+        for size in (1 << 20, 1 << 12, 1):
+            block = b"\0" * size
+            try:
+                while True:
+                    file.write(block)
+            except OSError:
+                continue
+    return filler

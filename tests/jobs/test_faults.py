@@ -15,7 +15,6 @@ import re
 import signal
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,11 @@ from tests.jobs.fault_support import (
     WarehouseState,
     consistency_problems,
     copy_warehouse,
+    fill,
     lost_and_duplicated,
     postgres_leftovers,
     published_state,
+    small_volume,
     warehouse_state,
     write_dbt_project,
 )
@@ -243,36 +244,6 @@ def test_a_stage_killed_at_a_point_loses_and_duplicates_nothing(
 
 
 # ---------------------------------------------------------------------- a full volume
-
-
-@contextmanager
-def small_volume(mountpoint: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of `size`: a volume that really fills up. Needs root (CI runs as root)."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("mounting a small volume needs root")
-        pytest.skip("mounting a small volume needs root")
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    mount = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mountpoint)]
-    subprocess.run(mount, check=True)
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
-
-
-def fill(volume: Path) -> Path:
-    """Fill the volume to the last byte; returns the filler (delete it to 'grow' the volume)."""
-    filler = volume / "filler"
-    with filler.open("wb", buffering=0) as file:
-        for size in (1 << 20, 1 << 12, 1):
-            block = b"\0" * size
-            try:
-                while True:
-                    file.write(block)
-            except OSError:
-                continue
-    return filler
 
 
 @pytest.mark.parametrize(
