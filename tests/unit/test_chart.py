@@ -253,7 +253,7 @@ def test_operator_deployment_is_single_recreate_and_restricted(helm: str) -> Non
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
     assert {"name": "healthz", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
-    assert container["resources"]["requests"] == {"cpu": "50m", "memory": "128Mi"}
+    assert container["resources"]["requests"] == {"cpu": "250m", "memory": "128Mi"}
     assert container["command"] == ["duckherd", "operator"]
     assert container["args"] == ["--liveness=http://0.0.0.0:8080/healthz", "--metrics-port=9090"]
 
