@@ -459,16 +459,18 @@ def finish_after_restart(faulted: Faulted, run_id: str, job: str, point: str) ->
 def test_the_whole_cluster_stopped_and_started_during_a_run(
     faulted: Faulted, operator: Operator
 ) -> None:
-    """`cluster.sh down` while ingest waits inside its load transaction (every pod's
-    processes are killed, the network and mounts go), then `cluster.sh up` with the state
+    """`cluster.sh down` while the transform waits mid-dbt (every pod's processes are
+    killed, the network and mounts go), then `cluster.sh up` with the state
     kept: the operator comes back, the interrupted run ends in a clear status, the warehouse
     opens and is whole, and the next run completes."""
     ns = faulted.namespace
-    outcome = Outcome(fault="whole local cluster stopped and started (`down`/`up`) mid-ingest")
-    point = "ingest.load.cursor-saved"
+    # A transform point: with the source unchanged since the last run, ingest loads no rows
+    # and reaches no load point; dbt always builds.
+    outcome = Outcome(fault="whole local cluster stopped and started (`down`/`up`) mid-dbt")
+    point = "transform.model-built"
     faulted.set_faults(pause_env(point), backoff_limit=1)
     run_id = faulted.run_now()
-    job = faulted.job(run_id, "ingest")
+    job = faulted.job(run_id, "transform")
     first, _ = wait_paused(ns, job, point)
     started = time.monotonic()
     try:
@@ -480,14 +482,14 @@ def test_the_whole_cluster_stopped_and_started_during_a_run(
 
     pipeline = finish_after_restart(faulted, run_id, job, point)
     last = pipeline["status"]["lastRun"]
-    ingest = last["stages"][0]
+    (transform,) = [s for s in last["stages"] if s["stage"] == "transform"]
     pods = job_pods(ns, job)
     if last["result"] == "Succeeded":
         assert len(pods) >= 2, f"the interrupted pod {first['metadata']['name']} was retried"
-        outcome.right_after = f"run Succeeded after the ingest Job retried ({len(pods)} pods)"
+        outcome.right_after = f"run Succeeded after the transform Job retried ({len(pods)} pods)"
     else:
-        assert last["result"] == "Failed" and ingest["message"], last
-        outcome.right_after = f"run Failed: {ingest['message'][:160]}"
+        assert last["result"] == "Failed" and transform["message"], last
+        outcome.right_after = f"run Failed: {transform['message'][:160]}"
     held = faulted.holdings()
     assert_consistent(held, faulted.expected)
     outcome.right_after += f"; {describe(held)}"
