@@ -40,6 +40,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited after `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _is_listening(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), 0.5):
@@ -206,8 +216,7 @@ def redis_server(data_root: Path | None = None) -> Iterator[RedisServer]:
         _wait_for_port(port)
         yield RedisServer("127.0.0.1", port, REDIS_PASSWORD)
     finally:
-        process.terminate()
-        process.wait(timeout=60)
+        stop_process(process)
         if data_root is None:
             shutil.rmtree(base, ignore_errors=True)
 
@@ -358,8 +367,7 @@ def prometheus_server(
         _wait_until_ready(server, process, base / "prometheus.log")
         yield server
     finally:
-        process.terminate()
-        process.wait(timeout=60)
+        stop_process(process)
         log.close()
         shutil.rmtree(base, ignore_errors=True)
 

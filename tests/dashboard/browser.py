@@ -26,6 +26,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.wait import WebDriverWait
 
+from tests.services import stop_process
+
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE_SECONDS = 180.0
 RECONNECT_AFTER_SECONDS = 90.0
@@ -95,12 +97,7 @@ def running(command: list[str], env: dict[str, str], url: str, log: Path) -> Ite
         wait_for_health(url, process, log)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def streamlit_command(app: Path, port: int) -> list[str]:

@@ -19,7 +19,7 @@ import boto3
 import pytest
 
 from tests import tools
-from tests.services import free_port
+from tests.services import free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 ACCESS_KEY, SECRET_KEY = "duckherd-test", "duckherd-test-secret"
@@ -114,10 +114,5 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         _ready(server, process, time.monotonic() + 120)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=30)
         log.close()
