@@ -125,10 +125,34 @@ def release_on_node(pod: dict[str, Any], point: str) -> None:
     release_file.touch()
 
 
+def container_id(pod: dict[str, Any]) -> str:
+    """The containerd id of the pod's (only) container, once the kubelet has reported it.
+
+    The pod at hand may have been read before that: a stage process can start and reach a
+    pause point before the kubelet posts the container's status, so the pod is read again
+    until its status names the container."""
+    namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+
+    def reported(current: dict[str, Any]) -> str | None:
+        statuses = (current.get("status") or {}).get("containerStatuses") or []
+        found = statuses[0].get("containerID") if len(statuses) == 1 else None
+        return str(found).removeprefix("containerd://") if found else None
+
+    known = reported(pod)
+    if known:
+        return known
+    found: str = wait_until(
+        f"pod {name}'s container id",
+        lambda: reported(kubectl_json("get", "pod", name, "-n", namespace)),
+        timeout=120,
+        interval=1,
+    )
+    return found
+
+
 def container_host_pid(pod: dict[str, Any]) -> int:
     """The host pid of the pod's (only) container's main process, as containerd knows it."""
-    (status,) = pod["status"]["containerStatuses"]
-    container_id = status["containerID"].removeprefix("containerd://")
+    container = container_id(pod)
     tasks = subprocess.run(
         ["ctr", "-a", str(CONTAINERD_SOCKET), "-n", "k8s.io", "task", "ls"],
         capture_output=True,
@@ -138,9 +162,9 @@ def container_host_pid(pod: dict[str, Any]) -> int:
     ).stdout
     for line in tasks.splitlines():
         fields = line.split()
-        if fields and fields[0] == container_id:
+        if fields and fields[0] == container:
             return int(fields[1])
-    raise AssertionError(f"containerd runs no task {container_id}:\n{tasks}")
+    raise AssertionError(f"containerd runs no task {container}:\n{tasks}")
 
 
 def namespaced_pid(host_pid: int) -> int:
