@@ -29,6 +29,10 @@ For each N, with a freshly installed operator (the chart as a user installs it):
   reconcile passes are counted: where its time goes while the node is full of stage pods.
 - **RSS**: the operator process's peak resident memory (`VmHWM`) after all of it. Goal: at
   most 150 MiB at N = 1,000.
+- **restart**: then the operator Pod is deleted. Its successor lists the whole fleet and
+  resumes every pipeline at once (children applied again: what was applied is noted in the
+  process only); the seconds until it has resumed N and its peak RSS once a resync round has
+  ended. This is the moment the chart's memory limit (512Mi) must hold.
 
 Everything it creates is deleted at the end (namespaces, FlowSchemas, the chart release).
 `run_fleet(cluster, size, runs, operator_values)` is reusable (e.g. with monitoring values).
@@ -234,6 +238,10 @@ class FleetResult:
     runs_succeeded: int = 0
     duplicate_jobs: int = 0
     peak_rss_mib: float = math.nan
+    # The operator Pod deleted with the whole fleet present: its successor's peak resident
+    # memory and seconds until it resumed every pipeline (the worst moment for memory).
+    restart_peak_rss_mib: float = math.nan
+    restart_seconds: float = math.nan
     notes: list[str] = field(default_factory=list)
     seconds: float = math.nan  # the whole measurement of this N, set up and cleaned up
 
@@ -272,6 +280,34 @@ def measure_rest(operator: Operator, counter: Any, result: FleetResult) -> None:
     result.rest_requests = {v: n / minutes for v, n in _delta(counter.counts(), counts).items()}
     result.rest_cpu_per_minute = (operator.metric("process_cpu_seconds_total") - cpu) / minutes
     result.rest_rss_mib = operator.rss_bytes() / MIB
+
+
+def measure_restart(operator: Operator, size: int, result: FleetResult) -> None:
+    """Delete the operator Pod; once its successor has resumed all `size` pipelines (one
+    reconcile pass each) and ended a resync round, read that process's peak memory."""
+    old = operator.ready_pod()
+    started = time.monotonic()
+    kubectl("delete", "pod", "-n", operator.namespace, old, "--wait=false")
+    wait_until(
+        "a new operator Pod",
+        lambda: [p for p in operator.pods() if p["metadata"]["name"] != old],
+        timeout=240,
+    )
+    operator.ready_pod()
+    wait_until(
+        f"{size} pipelines resumed",
+        lambda: reconcile_passes(operator) >= size,
+        timeout=CREATE_TIMEOUT,
+        interval=SCRAPE_INTERVAL,
+    )
+    result.restart_seconds = time.monotonic() - started
+    wait_until(
+        "a resync round after the restart",
+        lambda: operator.metric(ROUNDS) >= 1,
+        timeout=900,
+        interval=SCRAPE_INTERVAL,
+    )
+    result.restart_peak_rss_mib = operator.rss_bytes("VmHWM") / MIB
 
 
 # ------------------------------------------------------------------------------ churn
@@ -462,6 +498,7 @@ def run_fleet(
             result.churn_cpu_wait_seconds = wait_after - wait
             result.churn_passes = reconcile_passes(operator) - passes
         result.peak_rss_mib = operator.rss_bytes("VmHWM") / MIB
+        measure_restart(operator, size, result)
     return result
 
 
@@ -495,8 +532,9 @@ def print_fleet_table(results: list[FleetResult]) -> None:
             f"{r.rest_rss_mib:.0f} MiB; duplicate stage Jobs {r.duplicate_jobs}; "
             f"rest window {r.rest_minutes:.1f} min; while the runs finished: "
             f"{r.churn_passes:.0f} reconcile passes, {r.churn_cpu_seconds:.1f} CPU s, "
-            f"{r.churn_cpu_wait_seconds:.1f} s waiting for a CPU"
-            + "".join(f"; {n}" for n in r.notes)
+            f"{r.churn_cpu_wait_seconds:.1f} s waiting for a CPU; after the operator Pod "
+            f"was deleted: every pipeline resumed in {r.restart_seconds:.0f} s, peak RSS "
+            f"{r.restart_peak_rss_mib:.0f} MiB" + "".join(f"; {n}" for n in r.notes)
         )
     print(json.dumps([dataclasses.asdict(r) for r in results]))
 
