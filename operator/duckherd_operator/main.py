@@ -17,9 +17,11 @@ def run(
     import duckherd_operator.handlers  # noqa: F401  (registers the handlers)
     from duckherd_operator import metrics
     from duckherd_operator.context import new_memo
+    from duckherd_operator.kopf_toggles import notify_only_on_change
     from duckherd_operator.metrics_server import start_metrics_server
 
     kopf.configure(verbose=False)  # INFO logs, Kopf's own format
+    notify_only_on_change()  # a restart at fleet size is not quadratic (kopf_toggles.py)
 
     if metrics_port:
         start_metrics_server(metrics_port, metrics.PIPELINES)

@@ -32,9 +32,32 @@ from duckherd_operator.client import KubeClient, collection_path, object_path
 from duckherd_operator.report import status_patch, transition_notices
 from duckherd_operator.validation import parse_pipeline
 
+# Passes that apply children run at most this many at once. After a restart Kopf resumes every
+# pipeline of a fleet at the same moment: unbounded, 1,000 passes in flight held about 0.4 MiB
+# each and starved one another (an operator restarted at N = 1,000 reached 500 MiB, next to
+# the chart's 512Mi limit, and had resumed 95 pipelines after 7 minutes; benchmarks/bench_fleet,
+# docs/fleet.md). Job-event syncs (`sync`) do not wait for a slot: a finished stage's next step
+# never queues behind a restart's backlog.
+APPLY_PASSES_AT_ONCE = 8
+_apply_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def apply_slots() -> asyncio.Semaphore:
+    """This event loop's slots for passes that apply children (APPLY_PASSES_AT_ONCE)."""
+    loop = asyncio.get_running_loop()
+    return _apply_slots.setdefault(loop, asyncio.Semaphore(APPLY_PASSES_AT_ONCE))
+
 
 async def reconcile_body(kube: KubeClient, body: dict[str, Any]) -> None:
-    """Children follow the spec, then chain and status follow the children."""
+    """Children follow the spec, then chain and status follow the children (in one of the
+    loop's apply slots)."""
+    async with apply_slots():
+        await _reconcile_body(kube, body)
+
+
+async def _reconcile_body(kube: KubeClient, body: dict[str, Any]) -> None:
     with metrics.reconcile_pass():
         parsed = parse_pipeline(body)
         acted = None
