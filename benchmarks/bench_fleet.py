@@ -32,7 +32,9 @@ For each N, with a freshly installed operator (the chart as a user installs it):
 - **restart**: then the operator Pod is deleted. Its successor lists the whole fleet and
   resumes every pipeline at once (children applied again: what was applied is noted in the
   process only); the seconds until it has resumed N and its peak RSS once a resync round has
-  ended. This is the moment the chart's memory limit (512Mi) must hold.
+  ended, and whether a container of it was restarted meanwhile (an OOM kill shows here: the
+  peak read is then the surviving container's). This is the moment the chart's memory limit
+  must hold.
 
 Everything it creates is deleted at the end (namespaces, FlowSchemas, the chart release).
 `run_fleet(cluster, size, runs, operator_values)` is reusable (e.g. with monitoring values).
@@ -308,6 +310,21 @@ def measure_restart(operator: Operator, size: int, result: FleetResult) -> None:
         interval=SCRAPE_INTERVAL,
     )
     result.restart_peak_rss_mib = operator.rss_bytes("VmHWM") / MIB
+    result.notes.extend(container_restarts(operator))
+
+
+def container_restarts(operator: Operator) -> list[str]:
+    """What ended the operator's earlier containers in its current Pod (e.g. OOMKilled)."""
+    notes = []
+    for pod in operator.pods():
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            if status.get("restartCount"):
+                ended = (status.get("lastState") or {}).get("terminated") or {}
+                notes.append(
+                    f"operator container restarted {status['restartCount']}x after the Pod "
+                    f"was deleted, last ended: {ended.get('reason', 'unknown')}"
+                )
+    return notes
 
 
 # ------------------------------------------------------------------------------ churn

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -29,22 +28,18 @@ from duckherd_operator.builders import (
 )
 from duckherd_operator.chain import LabelRun, StartStage, job_state, job_view
 from duckherd_operator.client import KubeClient, collection_path, object_path
+from duckherd_operator.per_loop import PerLoop
 from duckherd_operator.report import Notice, event_manifest
 from duckherd_operator.tasks import task_active, task_jobs
 
 log = logging.getLogger("duckherd.operator")
 
-# Per event loop: an asyncio.Lock belongs to the loop it was first waited on in, and a process
-# may run the operator more than once (tests restart it in a new loop).
-_locks: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[str, str], asyncio.Lock]
-] = weakref.WeakKeyDictionary()
+_locks: PerLoop[dict[tuple[str, str], asyncio.Lock]] = PerLoop(dict)
 
 
 def pipeline_lock(namespace: str, name: str) -> asyncio.Lock:
     """One reconciler at a time per pipeline (Job events, the resync and run-now race)."""
-    locks = _locks.setdefault(asyncio.get_running_loop(), {})
-    return locks.setdefault((namespace, name), asyncio.Lock())
+    return _locks.get().setdefault((namespace, name), asyncio.Lock())
 
 
 async def apply_children(kube: KubeClient, pipeline: Pipeline) -> None:

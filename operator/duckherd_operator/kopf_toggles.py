@@ -20,7 +20,7 @@ semantics against it and counts the wake-ups. Drop it once Kopf notifies only on
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
 
 from kopf._cogs.aiokits import aiotoggles
 
@@ -43,7 +43,7 @@ async def _drop_toggle(self: aiotoggles.ToggleSet, toggle: aiotoggles.Toggle) ->
     await _drop_toggles(self, [toggle])
 
 
-async def _drop_toggles(self: aiotoggles.ToggleSet, toggles: Any) -> None:
+async def _drop_toggles(self: aiotoggles.ToggleSet, toggles: Iterable[aiotoggles.Toggle]) -> None:
     async with self._condition:
         before = self.is_on()
         self._toggles.difference_update(toggles)

@@ -12,7 +12,6 @@ report.py (status patch and Events).
 from __future__ import annotations
 
 import asyncio
-import weakref
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,31 +28,24 @@ from duckherd_operator.actions import (
 )
 from duckherd_operator.assess import assess
 from duckherd_operator.client import KubeClient, collection_path, object_path
+from duckherd_operator.per_loop import PerLoop
 from duckherd_operator.report import status_patch, transition_notices
 from duckherd_operator.validation import parse_pipeline
 
 # Passes that apply children run at most this many at once. After a restart Kopf resumes every
-# pipeline of a fleet at the same moment: unbounded, 1,000 passes in flight held about 0.4 MiB
-# each and starved one another (an operator restarted at N = 1,000 reached 500 MiB, next to
-# the chart's 512Mi limit, and had resumed 95 pipelines after 7 minutes; benchmarks/bench_fleet,
-# docs/fleet.md). Job-event syncs (`sync`) do not wait for a slot: a finished stage's next step
-# never queues behind a restart's backlog.
+# pipeline of a fleet at the same moment, and each pass holds the pipeline, the children it
+# builds and the API's answers while it waits on the API server; the slots bound how many do
+# so together. (The restart at N = 1,000 that took 8 minutes was Kopf's readiness wait,
+# kopf_toggles.py; this bound was added with that fix and not measured on its own.) Job-event
+# syncs (`sync`) take no slot: a finished stage's next step never queues behind a backlog.
 APPLY_PASSES_AT_ONCE = 8
-_apply_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def apply_slots() -> asyncio.Semaphore:
-    """This event loop's slots for passes that apply children (APPLY_PASSES_AT_ONCE)."""
-    loop = asyncio.get_running_loop()
-    return _apply_slots.setdefault(loop, asyncio.Semaphore(APPLY_PASSES_AT_ONCE))
+_apply_slots: PerLoop[asyncio.Semaphore] = PerLoop(lambda: asyncio.Semaphore(APPLY_PASSES_AT_ONCE))
 
 
 async def reconcile_body(kube: KubeClient, body: dict[str, Any]) -> None:
     """Children follow the spec, then chain and status follow the children (in one of the
     loop's apply slots)."""
-    async with apply_slots():
+    async with _apply_slots.get():
         await _reconcile_body(kube, body)
 
 
@@ -68,10 +60,8 @@ async def _reconcile_body(kube: KubeClient, body: dict[str, Any]) -> None:
             raise acted.error  # transient: status says Reconciling, the caller retries
 
 
-# Per event loop, like the locks: the pipelines with a sync waiting for their lock.
-_waiting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[tuple[str, str]]] = (
-    weakref.WeakKeyDictionary()
-)
+# The pipelines with a sync waiting for their lock.
+_waiting: PerLoop[set[tuple[str, str]]] = PerLoop(set)
 
 
 async def sync(kube: KubeClient, namespace: str, name: str) -> None:
@@ -81,7 +71,7 @@ async def sync(kube: KubeClient, namespace: str, name: str) -> None:
     a second, each a sync of the pipeline, one at a time. A sync that finds another one still
     waiting for the pipeline's lock returns at once: that one reads the cluster after this
     event, so it covers both. A pass is never queued behind more than one other."""
-    waiting = _waiting.setdefault(asyncio.get_running_loop(), set())
+    waiting = _waiting.get()
     key = (namespace, name)
     if key in waiting:
         return

@@ -7,8 +7,8 @@ annotations and managedFields): the indexes are most of what a fleet costs in me
 
 The index functions are coroutines although they await nothing: Kopf runs a plain function
 in its thread pool, one hop per watch event, and a fleet's events are many; these only copy a
-few fields, which the event loop does faster than a thread hand-off (and without the threads'
-own malloc arenas, which kept memory resident after a burst).
+few fields, which the event loop does faster than a thread hand-off (and no thread pool's
+malloc arenas are filled by them).
 """
 
 from __future__ import annotations
