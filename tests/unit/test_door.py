@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from duckherd.api import DataPipelineSpec
 from duckherd.contract import ENV_STAGE_RESOURCES
 from duckherd_operator.builders import DEFAULT_STAGE_RESOURCES
 from duckherd_operator.validation import forget_parsed, parse_pipeline, stage_resources
@@ -26,6 +27,22 @@ def test_the_same_object_is_parsed_once_and_a_changed_one_again() -> None:
     assert changed.pipeline is not None and changed.pipeline.spec.schedule == "5 4 * * *"
     forget_parsed(set())
     assert parse_pipeline(_body(generation=2, schedule="5 4 * * *")) is not changed
+
+
+def test_kept_parses_share_their_fields_sets_and_read_as_a_plain_parse() -> None:
+    """A fleet keeps a parse per pipeline; pydantic's per-model set of the fields given is
+    shared between them (validation.share_fields_sets), and the parse reads the same."""
+    first, second = parse_pipeline(_body()), parse_pipeline(_body(suspend=True))
+    assert first.pipeline is not None and second.pipeline is not None
+    one, other = first.pipeline.spec, second.pipeline.spec
+    assert one.sources[0].model_fields_set is other.sources[0].model_fields_set
+    assert other.model_fields_set == one.model_fields_set | {"suspend"}  # what each was given
+    plain = DataPipelineSpec.model_validate(_body()["spec"])
+    assert one == plain
+    assert one.model_dump(mode="json") == plain.model_dump(mode="json")
+    assert one.model_copy(deep=True) == plain
+    with pytest.raises(AttributeError):  # assigning to a kept parse fails loudly
+        one.schedule = "1 2 * * *"
 
 
 def test_an_invalid_spec_is_a_problem_naming_the_field() -> None:

@@ -124,12 +124,16 @@ async def test_the_cache_keeps_only_what_the_operator_reads_of_a_pipeline(
     body, cached_children = _at_rest(monkeypatch)
     sent = _as_the_api_sends_it(body)
     kept = cached_pipeline(sent)
+    spec = sent["spec"]
     assert kept == {
         "metadata": {"name": "shop", "namespace": NS, "uid": "u1", "generation": 1},
-        "spec": sent["spec"],
+        "spec": {key: spec[key] for key in ("schedule", "timeZone", "freshness") if key in spec},
         "status": sent["status"],
+        "parsed": parse_pipeline(sent),
     }
-    assert kept["spec"] is sent["spec"] and kept["status"] is sent["status"]  # not copied
+    assert kept["status"] is sent["status"]  # not copied
+    assert kept["parsed"] is parse_pipeline(sent)  # one parse per spec, kept once
+    assert parse_pipeline(kept) is kept["parsed"]  # a cached body is answered with its parse
     # The resync and the per-pipeline metrics read the kept parts as they read the object.
     client: Any = NoApi()
     assert await resync.resync_pipeline(client, kept, _caches(kept, cached_children)) == "quiet"

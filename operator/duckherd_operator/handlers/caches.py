@@ -22,6 +22,7 @@ import kopf
 from duckherd.api import GROUP, PLURAL, VERSION
 from duckherd.contract import LABEL_PIPELINE
 from duckherd_operator.builders import MANAGER
+from duckherd_operator.validation import CACHED_PARSE, parse_pipeline
 
 MANAGED: dict[str, Any] = {
     "app.kubernetes.io/managed-by": MANAGER,
@@ -49,17 +50,25 @@ _Key = tuple[str | None, str]  # namespace, pipeline name
 
 # What the resync (validation, assessment) and the per-pipeline metrics read of a pipeline.
 PIPELINE_METADATA = ("name", "namespace", "uid", "generation")
+# The spec fields the per-pipeline metrics read (pipeline_metrics.py); everything else of the
+# spec is read from its parse.
+METRICS_SPEC_FIELDS = ("schedule", "timeZone", "suspend", "freshness", "metrics", "lineage")
 
 
 def cached_pipeline(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The parts of a pipeline object the operator reads from the cache: identity, spec and
-    status. Not its annotations (`kubectl apply`'s copy of the manifest, Kopf's copy of the
-    spec) nor managedFields: those are most of an object's size as the API sends it."""
+    """The parts of a pipeline object the operator reads from the cache: identity, status,
+    the spec's parse (validation.parse_pipeline answers with it) and the few spec fields the
+    metrics read. Not the spec itself: its parse holds the same, and the dicts as the API
+    sends them are half as large again. Nor its annotations (`kubectl apply`'s copy of the
+    manifest, Kopf's copy of the spec) and managedFields: those are most of an object's size
+    as the API sends it."""
     metadata = body.get("metadata") or {}
+    spec = body.get("spec") or {}
     return {
         "metadata": {key: metadata[key] for key in PIPELINE_METADATA if key in metadata},
-        "spec": body.get("spec") or {},
+        "spec": {key: spec[key] for key in METRICS_SPEC_FIELDS if key in spec},
         "status": body.get("status") or {},
+        CACHED_PARSE: parse_pipeline(dict(body)),
     }
 
 
