@@ -12,6 +12,9 @@ report.py (status patch and Events).
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,11 +45,37 @@ APPLY_PASSES_AT_ONCE = 8
 _apply_slots: PerLoop[asyncio.Semaphore] = PerLoop(lambda: asyncio.Semaphore(APPLY_PASSES_AT_ONCE))
 
 
+# Pipelines with a pass that applies children under way or waiting for a slot (a count: a
+# handler's and the resync's may overlap).
+_applying: PerLoop[Counter[tuple[str, str]]] = PerLoop(Counter)
+
+
+@contextmanager
+def applying(namespace: str, name: str) -> Iterator[None]:
+    passes = _applying.get()
+    passes[namespace, name] += 1
+    try:
+        yield
+    finally:
+        passes[namespace, name] -= 1
+        if passes[namespace, name] <= 0:
+            del passes[namespace, name]
+
+
+def apply_pending(namespace: str, name: str) -> bool:
+    """A pass that applies this pipeline's children is under way or waiting for a slot: it
+    will also bring chain and status up to date. (After a restart, or with a fleet created at
+    once, the resync would otherwise queue a second pass behind each of them, and its round
+    would wait for the whole backlog.)"""
+    return (namespace, name) in _applying.get()
+
+
 async def reconcile_body(kube: KubeClient, body: dict[str, Any]) -> None:
     """Children follow the spec, then chain and status follow the children (in one of the
     loop's apply slots)."""
-    async with _apply_slots.get():
-        await _reconcile_body(kube, body)
+    with applying(body["metadata"]["namespace"], body["metadata"]["name"]):
+        async with _apply_slots.get():
+            await _reconcile_body(kube, body)
 
 
 async def _reconcile_body(kube: KubeClient, body: dict[str, Any]) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
+from duckherd_operator import reconcile
 from duckherd_operator.acceptance import Acted
 from duckherd_operator.applied import AppliedChildren, manifest_digest
 from duckherd_operator.assess import assess
@@ -101,6 +105,42 @@ async def test_a_pipeline_at_rest_costs_no_request(monkeypatch: Any) -> None:
     client: Any = NoApi()
     assert await resync.resync_pipeline(client, body, _caches(body, cached)) == "quiet"
     assert isinstance(client, NoApi) and not isinstance(client, KubeClient)
+
+
+class HeldApply:
+    """A client whose applies wait until released; the pipeline then reads as deleted."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.applies = 0
+
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        self.applies += 1
+        await self.release.wait()
+        return {"metadata": {"resourceVersion": "1"}}
+
+    async def get(self, path: str) -> None:
+        return None
+
+
+async def test_the_resync_leaves_a_pipeline_to_its_pending_apply_pass(monkeypatch: Any) -> None:
+    """After a restart every pipeline's pass waits for an apply slot; the resync must not
+    queue a second one behind each (its round would wait for the whole backlog)."""
+    body, cached = _at_rest(monkeypatch)
+    drifted = _caches(body, cached[1:])  # a child is missing: the resync would re-apply
+    client = HeldApply()
+    held: Any = client
+    pass_ = asyncio.create_task(reconcile.reconcile_body(held, body))
+    while not client.applies:
+        await asyncio.sleep(0)
+    assert reconcile.apply_pending(NS, "shop")
+    none: Any = NoApi()
+    assert await resync.resync_pipeline(none, body, drifted) == "pending"
+    client.release.set()
+    await pass_
+    assert not reconcile.apply_pending(NS, "shop")
+    with pytest.raises(AssertionError, match="called the API"):
+        await resync.resync_pipeline(none, body, drifted)
 
 
 def _as_the_api_sends_it(body: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from duckherd_operator.assess import assess
 from duckherd_operator.client import KubeClient
 from duckherd_operator.context import kube
 from duckherd_operator.handlers.caches import Caches
-from duckherd_operator.reconcile import reconcile_body, sync
+from duckherd_operator.reconcile import apply_pending, reconcile_body, sync
 from duckherd_operator.validation import forget_parsed, parse_pipeline
 
 RESYNC_INTERVAL_SECONDS = 30.0
@@ -46,6 +46,8 @@ def children_drifted(body: dict[str, Any], caches: Caches) -> bool:
 async def resync_pipeline(client: KubeClient, body: dict[str, Any], caches: Caches) -> str:
     """Reconcile one pipeline if its caches call for a write; says what was done."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    if apply_pending(namespace, name):
+        return "pending"  # that pass applies, chains and reports; a second would only wait
     if children_drifted(body, caches):
         await reconcile_body(client, body)
         metrics.RESYNC_RECONCILED.labels(reason="children").inc()
