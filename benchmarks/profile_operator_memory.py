@@ -25,8 +25,7 @@ import sys
 import time
 import types
 import urllib.request
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 SIZE = int(os.environ.get("PROFILE_FLEET_SIZE", "1000"))
@@ -127,27 +126,12 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _wait(what: str, done: Callable[[], object], timeout: float = 900) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(2)
-
-
 def _live() -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{LIVENESS_PORT}/healthz", timeout=2):
             return True
     except OSError:
         return False
-
-
-def _with_status(namespace: str) -> int:
-    from tests.e2e.conftest import kubectl_json
-
-    items = kubectl_json("get", "datapipelines", "-n", namespace)["items"]
-    return sum(1 for item in items if item.get("status", {}).get("observedGeneration"))
 
 
 def _settled(pid: int, quiet_seconds: float = 20) -> bool:
@@ -157,19 +141,26 @@ def _settled(pid: int, quiet_seconds: float = 20) -> bool:
 
 
 def profile(namespace: str, report_path: Path) -> str:
-    from benchmarks.bench_fleet import apply_all, fleet_pipelines
+    from tests.e2e.conftest import wait_until
+
+    from benchmarks.bench_fleet import apply_all, fleet_pipelines, observed_count
 
     command = [sys.executable, "-m", "benchmarks.profile_operator_memory", namespace]
     with subprocess.Popen(
         [*command, str(report_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     ) as operator:
         try:
-            _wait("the operator is live", _live, timeout=120)
+            wait_until("the operator is live", _live, timeout=120)
             apply_all(fleet_pipelines(SIZE, "http://127.0.0.1:9"), namespace)
-            _wait(f"{SIZE} pipelines with status", lambda: _with_status(namespace) >= SIZE)
-            _wait("the operator at rest", lambda: _settled(operator.pid))
+            wait_until(
+                f"{SIZE} pipelines with status",
+                lambda: observed_count(namespace) >= SIZE,
+                timeout=900,
+                interval=2,
+            )
+            wait_until("the operator at rest", lambda: _settled(operator.pid), timeout=900)
             operator.send_signal(signal.SIGUSR1)
-            _wait("the report", report_path.exists, timeout=120)
+            wait_until("the report", report_path.exists, timeout=120)
             return report_path.read_text()
         finally:
             operator.terminate()
@@ -177,13 +168,14 @@ def profile(namespace: str, report_path: Path) -> str:
 
 def main() -> None:
     from tests.e2e.conftest import export_env, local_cluster_env, restore_env
-    from tests.e2e.operator_support import delete_namespace, ensure_restricted_namespace
+    from tests.e2e.operator_support import delete_namespace
+
+    from benchmarks.bench_fleet import fresh_namespace
 
     saved = export_env(local_cluster_env())
-    namespace = f"profile-memory-{uuid.uuid4().hex[:6]}"
+    namespace = fresh_namespace("memory")
     report_path = Path(f"/tmp/{namespace}.txt")
     try:
-        ensure_restricted_namespace(namespace)
         text = profile(namespace, report_path)
         print(f"N = {SIZE}, after creating them under a running operator, at rest:\n{text}")
     finally:

@@ -204,6 +204,11 @@ def _duration_seconds(value: Any) -> float | None:
         return None
 
 
+# The spec fields a scrape reads (below); the pipeline cache (handlers/caches.py) keeps only
+# these of a spec.
+METRICS_SPEC_FIELDS = ("schedule", "timeZone", "suspend", "freshness", "metrics", "lineage")
+
+
 @dataclass(frozen=True)
 class _View:
     """One pipeline object as the scrape reads it: the stored dicts, read defensively (a

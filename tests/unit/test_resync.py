@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from duckherd_operator import reconcile
+from duckherd_operator import acceptance, reconcile
 from duckherd_operator.acceptance import Acted
 from duckherd_operator.applied import AppliedChildren, manifest_digest
 from duckherd_operator.assess import assess
@@ -127,6 +127,7 @@ async def test_the_resync_leaves_a_pipeline_to_its_pending_apply_pass(monkeypatc
     """After a restart every pipeline's pass waits for an apply slot; the resync must not
     queue a second one behind each (its round would wait for the whole backlog)."""
     body, cached = _at_rest(monkeypatch)
+    monkeypatch.setattr(acceptance, "APPLIED", AppliedChildren())  # the held pass's notes
     drifted = _caches(body, cached[1:])  # a child is missing: the resync would re-apply
     client = HeldApply()
     held: Any = client

@@ -22,6 +22,7 @@ import kopf
 from duckherd.api import GROUP, PLURAL, VERSION
 from duckherd.contract import LABEL_PIPELINE
 from duckherd_operator.builders import MANAGER
+from duckherd_operator.pipeline_metrics import METRICS_SPEC_FIELDS
 from duckherd_operator.validation import CACHED_PARSE, parse_pipeline
 
 MANAGED: dict[str, Any] = {
@@ -50,9 +51,6 @@ _Key = tuple[str | None, str]  # namespace, pipeline name
 
 # What the resync (validation, assessment) and the per-pipeline metrics read of a pipeline.
 PIPELINE_METADATA = ("name", "namespace", "uid", "generation")
-# The spec fields the per-pipeline metrics read (pipeline_metrics.py); everything else of the
-# spec is read from its parse.
-METRICS_SPEC_FIELDS = ("schedule", "timeZone", "suspend", "freshness", "metrics", "lineage")
 
 
 def cached_pipeline(body: Mapping[str, Any]) -> dict[str, Any]:
