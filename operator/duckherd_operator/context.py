@@ -1,8 +1,11 @@
 """What the operator keeps in Kopf's memo: its API client, the webhook configuration (and the
 resync and notifier tasks).
 
-Kopf hands the same memo to every handler (activities included), so there is no module state:
-the login handler puts the client in, the cleanup handler takes it out.
+Kopf hands activities the operator's memo and each watched object a shallow copy of it, made
+when the object is first seen. Duckherd keeps nothing per object in it, so the copy is the memo
+itself (SharedMemo): every handler sees the client the last login put in, and a fleet's
+objects (seven per pipeline) do not carry a copy each. There is no module state: the login
+handler puts the client in, the cleanup handler takes it out.
 """
 
 from __future__ import annotations
@@ -17,9 +20,18 @@ from duckherd_operator.client import KubeClient, from_connection, from_service_a
 log = logging.getLogger("duckherd.operator")
 
 
+class SharedMemo(kopf.Memo):
+    """A memo whose copies are itself. Kopf's per-object copies would otherwise keep the
+    client of the login before them: after Kopf logs in again (an API server's 401 with
+    kubeconfig credentials), a handler of an object seen earlier would use a closed client."""
+
+    def __copy__(self) -> SharedMemo:
+        return self
+
+
 def new_memo(webhook: Any = None) -> kopf.Memo:
     """`webhook`: a webhook.WebhookConfig, or None when notifications are off."""
-    return kopf.Memo(kube=None, webhook=webhook)
+    return SharedMemo(kube=None, webhook=webhook)
 
 
 def kube(memo: kopf.Memo) -> KubeClient:

@@ -274,3 +274,25 @@ async def test_logging_in_again_with_a_kubeconfig_replaces_and_closes_the_client
     assert second._closed
     with pytest.raises(RuntimeError, match="not logged in"):
         context.kube(memo)
+
+
+async def test_an_object_seen_before_a_new_login_gets_the_new_client(
+    api: tuple[FakeApi, str],
+) -> None:
+    """Kopf gives each watched object a copy of the operator's memo when it first sees it
+    (its ResourceMemories, as the reactor calls them): that copy is the memo itself."""
+    from kopf._core.reactor.inventory import ResourceMemories
+
+    memo = context.new_memo()
+    await context.connect(
+        memo, kopf.ConnectionInfo(server=api[1], token="old"), service_account=False
+    )
+    raw_body = {"metadata": {"uid": "u-1", "name": "shop", "namespace": "ns"}}
+    seen = await ResourceMemories().recall(raw_body, memobase=memo)  # type: ignore[arg-type]
+    await context.connect(
+        memo, kopf.ConnectionInfo(server=api[1], token="new"), service_account=False
+    )
+    assert seen.memo is memo
+    client = context.kube(seen.memo)  # type: ignore[arg-type]
+    assert await _authorization(client) == "Bearer new"
+    await context.disconnect(memo)
