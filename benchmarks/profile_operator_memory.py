@@ -143,8 +143,14 @@ def _settled(pid: int, quiet_seconds: float = 20) -> bool:
 def profile(namespace: str, report_path: Path) -> str:
     from tests.e2e.conftest import wait_until
 
-    from benchmarks.bench_fleet import apply_all, fleet_pipelines, observed_count
+    from benchmarks.bench_fleet import (
+        apply_all,
+        fleet_pipelines,
+        no_pipelines_left,
+        observed_count,
+    )
 
+    no_pipelines_left()  # an earlier run's fleet, still being deleted, would load the API server
     command = [sys.executable, "-m", "benchmarks.profile_operator_memory", namespace]
     with subprocess.Popen(
         [*command, str(report_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -404,7 +404,10 @@ setup_network() {
   if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
     ip link add "$BRIDGE" type bridge
   fi
-  ip addr show dev "$BRIDGE" | grep -q "inet $HOST_IP/" || ip addr add "$HOST_IP/24" dev "$BRIDGE"
+  # Not `ip addr show | grep -q`: under pipefail, grep leaving at the first match can end
+  # `ip` with SIGPIPE, the test fails although the address is there, and `ip addr add` stops
+  # the script ("Address already assigned"; seen once in a dozen `up`s).
+  grep -q "inet $HOST_IP/" <<<"$(ip addr show dev "$BRIDGE")" || ip addr add "$HOST_IP/24" dev "$BRIDGE"
   ip link set "$BRIDGE" up
   mkdir -p "$STATE/cni/net.d" "$STATE/cni/ipam"
   write_file "$STATE/cni/net.d/10-duckherd.conflist" <<EOF
@@ -726,7 +729,7 @@ node_ready() {
 default_sa() { kubectl --kubeconfig "$ADMIN_KUBECONFIG" -n default get serviceaccount default; }
 kube_service_routed() {
   # kube-proxy programmed the `kubernetes` Service ClusterIP.
-  iptables-save -t nat | grep -q -- "-d $KUBE_SERVICE_IP/32 .*-j KUBE-SVC-"
+  grep -q -- "-d $KUBE_SERVICE_IP/32 .*-j KUBE-SVC-" <<<"$(iptables-save -t nat)"  # no pipe: see the bridge address
 }
 
 # ---------------------------------------------------------------- commands
@@ -817,7 +820,7 @@ cmd_down() {
   # veths of pods go with their network namespaces; remove any left behind on our bridge.
   local v
   for v in $(ip -o link show type veth 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1); do
-    ip -d link show "$v" 2>/dev/null | grep -q "master $BRIDGE" && ip link del "$v" 2>/dev/null || true
+    grep -q "master $BRIDGE" <<<"$(ip -d link show "$v" 2>/dev/null)" && ip link del "$v" 2>/dev/null || true
   done
   restore_sysctls
   cleanup_host_paths

@@ -6,9 +6,14 @@ from __future__ import annotations
 import logging
 
 # Kopf logs every handler success at INFO. These handlers run on every Job and Pod status
-# change of every stage pod, and on every change of every pipeline (the notifier's look): a
-# line each would bury the lines that matter.
-ROUTINE_HANDLERS = ("stage_job_changed", "stage_pod_changed", "pipeline_seen")
+# change of every stage pod, and on every change of every pipeline (the notifier's look, the
+# metrics forgetting a deleted one): a line each would bury the lines that matter.
+ROUTINE_HANDLERS = (
+    "stage_job_changed",
+    "stage_pod_changed",
+    "pipeline_seen",
+    "forget_deleted_pipeline",
+)
 _ROUTINE_SUCCESS = tuple(f"Handler {name!r} succeeded." for name in ROUTINE_HANDLERS)
 
 

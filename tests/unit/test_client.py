@@ -287,12 +287,12 @@ async def test_an_object_seen_before_a_new_login_gets_the_new_client(
     await context.connect(
         memo, kopf.ConnectionInfo(server=api[1], token="old"), service_account=False
     )
-    raw_body = {"metadata": {"uid": "u-1", "name": "shop", "namespace": "ns"}}
-    seen = await ResourceMemories().recall(raw_body, memobase=memo)  # type: ignore[arg-type]
+    raw_body: Any = {"metadata": {"uid": "u-1", "name": "shop", "namespace": "ns"}}
+    seen: Any = await ResourceMemories().recall(raw_body, memobase=memo)  # type: ignore[arg-type]
     await context.connect(
         memo, kopf.ConnectionInfo(server=api[1], token="new"), service_account=False
     )
     assert seen.memo is memo
-    client = context.kube(seen.memo)  # type: ignore[arg-type]
+    client = context.kube(seen.memo)
     assert await _authorization(client) == "Bearer new"
     await context.disconnect(memo)

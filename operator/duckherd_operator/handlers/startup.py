@@ -15,7 +15,13 @@ from duckherd_operator.context import connect, disconnect
 from duckherd_operator.handlers.caches import watch_only_managed
 from duckherd_operator.logs import quiet_routine_logs
 
-
+# Kopf keeps a worker per object for `idle_timeout` after its last event (5 s by default),
+# holding that event's whole object (managedFields and all, several times its JSON size in
+# Python objects). When a fleet is created or resumed, that is every object of the last 5
+# seconds at once, and CPython's allocator keeps the arenas they filled: measured at N = 1,000
+# (benchmarks/profile_operator_memory.py), 145 MiB resident at rest with 5 s, 128 MiB with
+# 0.5 s (docs/fleet.md). A new event for an object whose worker has ended starts another
+# worker, which costs a task.
 WORKER_IDLE_SECONDS = 0.5
 
 
@@ -38,13 +44,6 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     watch_only_managed(settings)
     settings.batching.error_delays = [1, 5, 15, 30, 60]
-    # Kopf keeps a worker per object for `idle_timeout` after its last event (5 s by default),
-    # holding that event's whole object (managedFields and all, several times its JSON size
-    # in Python objects). When a fleet is created or resumed, that is every object of the last
-    # 5 seconds at once, and CPython's allocator keeps the arenas they filled: measured at
-    # N = 1,000 (benchmarks/profile_operator_memory.py), 145 MiB resident at rest with 5 s,
-    # 128 MiB with 0.5 s (docs/fleet.md). A new event for an object whose worker has ended
-    # starts another worker, which costs a task.
     settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
 
 
