@@ -37,7 +37,6 @@ from tests.e2e.operator_support import (
     ensure_restricted_namespace,
     events_for,
     get_pipeline,
-    installed_operator,
     wait_run_finished,
 )
 from tests.tools import REPO_ROOT, go_tool
@@ -166,12 +165,6 @@ def warning_events(namespace: str, name: str, reason: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Cluster) -> Iterator[Operator]:
-    with installed_operator(cluster) as installed:
-        yield installed
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,7 +30,6 @@ from tests.e2e.operator_support import (
     get_pipeline,
     helm,
     install_args,
-    installed_operator,
     load_example,
 )
 
@@ -38,12 +37,6 @@ pytestmark = pytest.mark.e2e
 
 Kubectl = Callable[..., str]
 PIPELINE = "customer-analytics"
-
-
-@pytest.fixture(scope="module")
-def operator(cluster: Cluster) -> Iterator[Operator]:
-    with installed_operator(cluster) as installed:
-        yield installed
 
 
 def test_operator_runs_ready_in_a_restricted_namespace(
