@@ -369,10 +369,12 @@ def _finished(conditions: list[Any] | None) -> bool:
     return any(c.type in JOB_ENDED and c.status == "True" for c in conditions or [])
 
 
-async def _watch_jobs(namespace: str, watched: RunWatch, runs: dict[str, str]) -> None:
+async def _watch_jobs(
+    api_client: Any, namespace: str, watched: RunWatch, runs: dict[str, str]
+) -> None:
     from kubernetes_asyncio import client, watch
 
-    api = client.BatchV1Api()
+    api = client.BatchV1Api(api_client)
     async for event in watch.Watch().stream(
         api.list_namespaced_job, namespace, timeout_seconds=int(RUNS_TIMEOUT)
     ):
@@ -387,12 +389,14 @@ async def _watch_jobs(namespace: str, watched: RunWatch, runs: dict[str, str]) -
             watched.job_done.setdefault(job.metadata.name, time.monotonic())
 
 
-async def _watch_status(namespace: str, watched: RunWatch, runs: dict[str, str]) -> None:
+async def _watch_status(
+    api_client: Any, namespace: str, watched: RunWatch, runs: dict[str, str]
+) -> None:
     from kubernetes_asyncio import client, watch
 
     from duckherd.api import GROUP, PLURAL, VERSION
 
-    api = client.CustomObjectsApi()
+    api = client.CustomObjectsApi(api_client)
     async for event in watch.Watch().stream(
         api.list_namespaced_custom_object,
         GROUP,
@@ -416,21 +420,22 @@ async def _watch_status(namespace: str, watched: RunWatch, runs: dict[str, str])
 
 
 async def _follow_runs(namespace: str, runs: dict[str, str], value: str) -> RunWatch:
-    from kubernetes_asyncio import config
+    from kubernetes_asyncio import client, config
 
     await config.load_kube_config(config_file=os.environ["KUBECONFIG"])
     watched = RunWatch()
-    jobs = asyncio.create_task(_watch_jobs(namespace, watched, runs))
-    statuses = asyncio.create_task(_watch_status(namespace, watched, runs))
-    await asyncio.sleep(2)  # both watches open before the runs start
-    names = [f"datapipeline/{name}" for name in runs]
-    args = ["annotate", "-n", namespace, *names, f"duckherd.io/run-now={value}", "--overwrite"]
-    await asyncio.to_thread(kubectl, *args, timeout=300)
-    with contextlib.suppress(TimeoutError):  # reported as runs that did not finish
-        await asyncio.wait_for(statuses, RUNS_TIMEOUT)
-    jobs.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await jobs
+    async with client.ApiClient() as api_client:  # closed here, not left to the loop's end
+        jobs = asyncio.create_task(_watch_jobs(api_client, namespace, watched, runs))
+        statuses = asyncio.create_task(_watch_status(api_client, namespace, watched, runs))
+        await asyncio.sleep(2)  # both watches open before the runs start
+        names = [f"datapipeline/{name}" for name in runs]
+        args = ["annotate", "-n", namespace, *names, f"duckherd.io/run-now={value}", "--overwrite"]
+        await asyncio.to_thread(kubectl, *args, timeout=300)
+        with contextlib.suppress(TimeoutError):  # reported as runs that did not finish
+            await asyncio.wait_for(statuses, RUNS_TIMEOUT)
+        jobs.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await jobs
     return watched
 
 
