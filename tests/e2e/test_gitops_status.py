@@ -441,11 +441,18 @@ def test_a_degraded_pipeline_stays_degraded_until_a_run_succeeds(tools: Tools, n
 
 def test_stale_data_is_degraded_and_current(tools: Tools, ns: str) -> None:
     patch(ns, NAME, {"freshness": {"warnAfter": "1s", "errorAfter": "2s"}})
+    # Stale as soon as the new thresholds are read, which a sync can do (Job or pipeline
+    # event, the resync) before the operator has acted on the new generation: kstatus then
+    # rightly says InProgress. The verdicts are those of the generation acted on.
     seen = wait_for(
         tools,
         ns,
         "data stale",
-        lambda s: (condition(s.pipeline, "DataReady") or {}).get("reason") == "Stale",
+        lambda s: (
+            (condition(s.pipeline, "DataReady") or {}).get("reason") == "Stale"
+            and s.pipeline["status"].get("observedGeneration")
+            == s.pipeline["metadata"]["generation"]
+        ),
     )
     assert (seen.kstatus["status"], seen.argocd["status"]) == ("Current", "Degraded")
     assert wait_until("a Warning Event", lambda: warning_events(ns, NAME, "Stale"))
