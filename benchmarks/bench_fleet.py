@@ -31,9 +31,10 @@ For each N, with a freshly installed operator (the chart as a user installs it):
   most 150 MiB at N = 1,000.
 - **restart**: then the operator Pod is deleted. Its successor lists the whole fleet and
   resumes every pipeline at once (children applied again: what was applied is noted in the
-  process only); the seconds until it has resumed N and its peak RSS once a resync round has
-  ended, and whether a container of it was restarted meanwhile (an OOM kill shows here: the
-  peak read is then the surviving container's). This is the moment the chart's memory limit
+  process only); the seconds until it has resumed N, its peak RSS and its RSS once a resync
+  round has ended (what a restart leaves it holding), and whether a container of it was
+  restarted meanwhile (an OOM kill shows here: the peak read is then the surviving
+  container's). This is the moment the chart's memory limit
   must hold.
 
 Everything it creates is deleted at the end (namespaces, FlowSchemas, the chart release).
@@ -243,6 +244,7 @@ class FleetResult:
     # The operator Pod deleted with the whole fleet present: its successor's peak resident
     # memory and seconds until it resumed every pipeline (the worst moment for memory).
     restart_peak_rss_mib: float = math.nan
+    restart_rest_rss_mib: float = math.nan
     restart_seconds: float = math.nan
     notes: list[str] = field(default_factory=list)
     seconds: float = math.nan  # the whole measurement of this N, set up and cleaned up
@@ -310,6 +312,7 @@ def measure_restart(operator: Operator, size: int, result: FleetResult) -> None:
         interval=SCRAPE_INTERVAL,
     )
     result.restart_peak_rss_mib = operator.rss_bytes("VmHWM") / MIB
+    result.restart_rest_rss_mib = operator.rss_bytes() / MIB
     result.notes.extend(container_restarts(operator))
 
 
@@ -570,7 +573,8 @@ def print_fleet_table(results: list[FleetResult]) -> None:
             f"{r.churn_passes:.0f} reconcile passes, {r.churn_cpu_seconds:.1f} CPU s, "
             f"{r.churn_cpu_wait_seconds:.1f} s waiting for a CPU; after the operator Pod "
             f"was deleted: every pipeline resumed in {r.restart_seconds:.0f} s, peak RSS "
-            f"{r.restart_peak_rss_mib:.0f} MiB" + "".join(f"; {n}" for n in r.notes)
+            f"{r.restart_peak_rss_mib:.0f} MiB, RSS then {r.restart_rest_rss_mib:.0f} MiB"
+            + "".join(f"; {n}" for n in r.notes)
         )
     print(json.dumps([dataclasses.asdict(r) for r in results]))
 

@@ -11,21 +11,25 @@ the child reports (SIGUSR1) its VmRSS and VmHWM, the deep size of each structure
 (Kopf's indexes, then the validation cache, the applied-children notes, the locks, Kopf's
 per-object memories: an object reached from an earlier structure is not counted again), and
 CPython's allocator statistics: bytes in use against free bytes held in its arenas, which is
-what fragmentation costs. `benchmarks/profile_fleet_memory.py` asks the same without a cluster,
-part by part; this one measures the process as it runs.
+what fragmentation costs. Then it stops that operator and starts another on the same fleet
+(a restart: it lists every object and resumes every pipeline at once) and reports the same
+once that one has resumed them all, ended a resync round and come to rest.
+`benchmarks/profile_fleet_memory.py` asks the same without a cluster, part by part; this one
+measures the process as it runs.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import types
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 SIZE = int(os.environ.get("PROFILE_FLEET_SIZE", "1000"))
@@ -140,36 +144,67 @@ def _settled(pid: int, quiet_seconds: float = 20) -> bool:
     return _cpu_seconds(pid) - before < 0.05 * quiet_seconds
 
 
-def profile(namespace: str, report_path: Path) -> str:
+def _metric_sum(name: str) -> float:
+    """The sum of every sample of metric `name` the operator serves."""
+    url = f"http://127.0.0.1:{METRICS_PORT}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        text = answer.read().decode()
+    found = re.findall(rf"^{name}(?:{{[^}}]*}})?\s+(\S+)$", text, re.MULTILINE)
+    return sum(float(value) for value in found)
+
+
+def _report_at_rest(
+    namespace: str, report_path: Path, create: bool, wait_for: tuple[str, Callable[[], bool]]
+) -> str:
+    """Start the operator; create the fleet under it if `create`; once `wait_for` holds and
+    its CPU time has stopped growing, return its report."""
     from tests.e2e.conftest import wait_until
 
-    from benchmarks.bench_fleet import (
-        apply_all,
-        fleet_pipelines,
-        no_pipelines_left,
-        observed_count,
-    )
+    from benchmarks.bench_fleet import apply_all, fleet_pipelines
 
-    no_pipelines_left()  # an earlier run's fleet, still being deleted, would load the API server
+    report_path.unlink(missing_ok=True)
     command = [sys.executable, "-m", "benchmarks.profile_operator_memory", namespace]
     with subprocess.Popen(
         [*command, str(report_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     ) as operator:
         try:
-            wait_until("the operator is live", _live, timeout=120)
-            apply_all(fleet_pipelines(SIZE, "http://127.0.0.1:9"), namespace)
-            wait_until(
-                f"{SIZE} pipelines with status",
-                lambda: observed_count(namespace) >= SIZE,
-                timeout=900,
-                interval=2,
-            )
+            wait_until("the operator is live", _live, timeout=300)
+            if create:
+                apply_all(fleet_pipelines(SIZE, "http://127.0.0.1:9"), namespace)
+            wait_until(*wait_for, timeout=900, interval=2)
             wait_until("the operator at rest", lambda: _settled(operator.pid), timeout=900)
             operator.send_signal(signal.SIGUSR1)
             wait_until("the report", report_path.exists, timeout=120)
             return report_path.read_text()
         finally:
             operator.terminate()
+
+
+def profile(namespace: str, report_path: Path) -> tuple[str, str]:
+    """The report of an operator at rest after creating the fleet, then of its successor at
+    rest after resuming that fleet (a restart: it lists every object and resumes all)."""
+    from benchmarks.bench_fleet import no_pipelines_left, observed_count
+
+    no_pipelines_left()  # an earlier run's fleet, still being deleted, would load the API server
+    created = _report_at_rest(
+        namespace,
+        report_path,
+        create=True,
+        wait_for=(f"{SIZE} pipelines with status", lambda: observed_count(namespace) >= SIZE),
+    )
+    resumed = _report_at_rest(
+        namespace,
+        report_path,
+        create=False,
+        wait_for=(
+            f"{SIZE} pipelines resumed and a resync round",
+            lambda: (
+                _metric_sum("controller_runtime_reconcile_total") >= SIZE
+                and _metric_sum("duckherd_resync_rounds_total") >= 1
+            ),
+        ),
+    )
+    return created, resumed
 
 
 def main() -> None:
@@ -182,8 +217,9 @@ def main() -> None:
     namespace = fresh_namespace("memory")
     report_path = Path(f"/tmp/{namespace}.txt")
     try:
-        text = profile(namespace, report_path)
-        print(f"N = {SIZE}, after creating them under a running operator, at rest:\n{text}")
+        created, resumed = profile(namespace, report_path)
+        print(f"N = {SIZE}, after creating them under a running operator, at rest:\n{created}")
+        print(f"N = {SIZE}, its successor after resuming them all, at rest:\n{resumed}")
     finally:
         delete_namespace(namespace)
         report_path.unlink(missing_ok=True)

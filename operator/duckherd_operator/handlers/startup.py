@@ -23,6 +23,9 @@ from duckherd_operator.logs import quiet_routine_logs
 # 0.5 s (docs/fleet.md). A new event for an object whose worker has ended starts another
 # worker, which costs a task.
 WORKER_IDLE_SECONDS = 0.5
+# Kopf lists each kind before watching it, in one answer unless told a chunk size: at a
+# restart with 1,000 pipelines, 3,000 CronJobs parsed at once (18 MB of JSON).
+LIST_CHUNK_SIZE = 500
 
 
 @kopf.on.startup()
@@ -42,6 +45,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     quiet_routine_logs()
     settings.watching.server_timeout = 300
+    settings.watching.chunk_size = LIST_CHUNK_SIZE
     watch_only_managed(settings)
     settings.batching.error_delays = [1, 5, 15, 30, 60]
     settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
