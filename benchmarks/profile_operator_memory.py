@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import gc
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -149,8 +148,10 @@ def _metric_sum(name: str) -> float:
     url = f"http://127.0.0.1:{METRICS_PORT}/metrics"
     with urllib.request.urlopen(url, timeout=5) as answer:
         text = answer.read().decode()
-    found = re.findall(rf"^{name}(?:{{[^}}]*}})?\s+(\S+)$", text, re.MULTILINE)
-    return sum(float(value) for value in found)
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = text_string_to_metric_families(text)
+    return sum(s.value for f in families for s in f.samples if s.name == name)
 
 
 def _report_at_rest(
